@@ -1,0 +1,1 @@
+"""Adversarial attacks: each one a pure function running one compiled loop."""

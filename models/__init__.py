@@ -1,0 +1,1 @@
+"""Architectures of the ANP-VS paper: LeNet5-Caffe and VGG-16."""
