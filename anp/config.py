@@ -1,0 +1,125 @@
+"""Run configuration: one dataclass filled from flags (main.py) or directly (tests)."""
+
+import dataclasses
+import json
+import os
+
+from anp.errors import UserError
+
+METHODS = ("standard", "at", "bp", "anp", "anp_vs")
+PREPROCESS = ("pixel", "original")
+
+# Per-dataset defaults of the original README (divyam3897/ANP_VS) and paper.
+DATASET_DEFAULTS = {
+    "mnist": dict(eps=0.3, step_size=0.01, train_attack_steps=20, beta=4.0, lambda_vs=1e-3),
+    "fashion_mnist": dict(eps=0.3, step_size=0.01, train_attack_steps=20, beta=4.0,
+                          lambda_vs=1e-3),
+    "cifar10": dict(eps=0.03, step_size=0.007, train_attack_steps=10, beta=2.0,
+                    lambda_vs=1e-4),
+    "cifar100": dict(eps=0.03, step_size=0.007, train_attack_steps=10, beta=1.0,
+                     lambda_vs=1e-4),
+}
+
+
+@dataclasses.dataclass
+class Config:
+  """Everything a run needs. `None` fields take the dataset's default in `resolved()`."""
+
+  mode: str = "train"
+  dataset: str = "mnist"
+  method: str = "anp_vs"
+  data_dir: str | None = None
+  model_dir: str = "runs/default"
+  init_from: str | None = None
+  preprocess: str = "pixel"
+  seed: int | None = 0
+  # Optimisation (the original's defaults).
+  epochs: int = 200
+  steps_per_epoch: int | None = None
+  batch_size: int = 64
+  init_lr: float = 1e-2
+  adv_weight: float = 2.0
+  weight_decay: float = 1e-4
+  beta: float | None = None
+  lambda_vs: float | None = None
+  thres: float = 1e-3
+  # Attack used in training, and the default attack of evaluation.
+  eps: float | None = None
+  step_size: float | None = None
+  train_attack_steps: int | None = None
+  attack_steps: int = 40
+  eval_examples: int | None = None
+  val_examples: int = 1000
+  jit_compile: bool = False
+  # Evaluation suite (--mode=eval) and the other modes.
+  attack: str = "pgd"
+  restarts: int = 1
+  eot_samples: int = 1
+  source_model_dir: str | None = None
+  sanity_checks: bool = False
+  export_dir: str | None = None
+  runs: str | None = None
+  report_dir: str | None = None
+
+  def resolved(self):
+    """A copy with the dataset's defaults filled in and every field validated."""
+    from anp.data import dataset_info  # late import: data pulls in TF
+    dataset_info(self.dataset)  # raises DataError on an unknown dataset
+    cfg = dataclasses.replace(self)
+    for key, value in DATASET_DEFAULTS[self.dataset].items():
+      if getattr(cfg, key) is None:
+        setattr(cfg, key, value)
+    cfg.validate()
+    return cfg
+
+  def validate(self):
+    def need(ok, flag, expected, value):
+      if not ok:
+        raise UserError(f"Flag --{flag}: expected {expected}. Received: {value!r}")
+    need(self.method in METHODS, "method", "one of " + ", ".join(METHODS), self.method)
+    need(self.preprocess in PREPROCESS, "preprocess", "one of " + ", ".join(PREPROCESS),
+         self.preprocess)
+    need(self.eps is None or self.eps >= 0, "eps", "a number >= 0", self.eps)
+    need(self.step_size is None or self.step_size > 0, "step_size", "a number > 0",
+         self.step_size)
+    for flag in ("epochs", "batch_size", "attack_steps"):
+      need(getattr(self, flag) >= (0 if flag == "attack_steps" else 1), flag,
+           "a positive integer", getattr(self, flag))
+    need(self.train_attack_steps is None or self.train_attack_steps >= 1,
+         "train_attack_steps", "an integer >= 1", self.train_attack_steps)
+    need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch",
+         "an integer >= 1", self.steps_per_epoch)
+    need(self.eval_examples is None or self.eval_examples >= 1, "eval_examples",
+         "an integer >= 1", self.eval_examples)
+    need(self.init_lr > 0, "init_lr", "a number > 0", self.init_lr)
+    need(0 <= self.thres < 1, "thres", "a number in [0, 1)", self.thres)
+    for flag in ("adv_weight", "weight_decay", "beta", "lambda_vs"):
+      value = getattr(self, flag)
+      need(value is None or value >= 0, flag, "a number >= 0", value)
+
+  @property
+  def adversarial(self):
+    return self.method in ("at", "anp", "anp_vs")
+
+  @property
+  def masked(self):
+    return self.method in ("bp", "anp", "anp_vs")
+
+  # The run directory remembers how its model was built.
+  def save(self, path):
+    with open(path, "w") as f:
+      json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
+
+  @classmethod
+  def load(cls, path):
+    with open(path) as f:
+      values = json.load(f)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+CONFIG_FILE = "config.json"
+
+
+def run_config_path(model_dir):
+  return os.path.join(model_dir, CONFIG_FILE)

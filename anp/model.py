@@ -1,0 +1,123 @@
+"""The Keras model that trains a (masked) network by ANP-VS and its baselines."""
+
+import keras
+import tensorflow as tf
+
+from anp import losses
+from attacks import pgd
+
+
+def staircase(init_lr, total_steps, fractions):
+  """lr, x0.1 after `fractions[0]` of training, x0.01 after `fractions[1]` (original)."""
+  boundaries = [max(1, int(total_steps * r)) for r in fractions]
+  return keras.optimizers.schedules.PiecewiseConstantDecay(
+      boundaries, [init_lr, init_lr * 0.1, init_lr * 0.01])
+
+
+def adam(learning_rate):
+  # epsilon=1e-8 as tf.compat.v1.train.AdamOptimizer in the original.
+  return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8)
+
+
+class AdversarialTrainer(keras.Model):
+  """Wraps a `MaskedNet` and trains it with one of the paper's methods.
+
+  method   clean CE  PGD CE  masks  vulnerability suppression
+  standard    x
+  at          x        x
+  bp          x               x
+  anp         x        x      x
+  anp_vs      x        x      x        x
+
+  Weights minimise
+    (CE(x) + w CE(x_adv)) / (1 + w) + beta KL / N + wd L2 + lambda V(x, x_adv)
+  (CE(x) alone without adversarial examples), and the mask parameters minimise, with
+  their own optimizer, CE(x_adv) + beta KL / N (CE(x) for bp), as in the original code.
+  x_adv is made by L-inf PGD on the network in inference mode, outside the tape.
+  The clean and adversarial passes each draw their own per-example masks, and their
+  latent features also give V (the original runs two more passes for V).
+  """
+
+  def __init__(self, net, *, method, n_train, eps=0.3, step_size=0.01, attack_steps=20,
+               adv_weight=2.0, beta=1.0, lambda_vs=0.0, weight_decay=1e-4,
+               clip_min=0.0, clip_max=1.0, mask_optimizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.net = net
+    self.method = method
+    self.adversarial = method in ("at", "anp", "anp_vs")
+    self.use_vs = method == "anp_vs"
+    if method in ("bp", "anp", "anp_vs") and not net.masks:
+      raise ValueError(f"Method {method!r} needs a network built with masked=True.")
+    self.n_train = float(n_train)
+    self.attack_args = dict(eps=eps, step_size=step_size, steps=attack_steps,
+                            clip_min=clip_min, clip_max=clip_max)
+    self.adv_weight = float(adv_weight)
+    self.beta = float(beta)
+    self.lambda_vs = float(lambda_vs)
+    self.weight_decay = float(weight_decay)
+    self.mask_optimizer = mask_optimizer
+    names = ["loss", "ce_clean", "acc_clean"]
+    if self.adversarial:
+      names += ["ce_adv", "acc_adv", "vulnerability"]
+    if net.masks:
+      names += ["kl"]
+    self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+  @property
+  def metrics(self):
+    return list(self.trackers.values())
+
+  def call(self, x, training=False):
+    return self.net(x, training=training)
+
+  def make_adversarial(self, x, y):
+    return pgd(lambda t: self.net(t, training=False), x, y, **self.attack_args)
+
+  def _record(self, **values):
+    for name, value in values.items():
+      if name in self.trackers:
+        self.trackers[name].update_state(value)
+    return {name: self.trackers[name].result() for name in values if name in self.trackers}
+
+  def train_step(self, data):
+    x, y = data
+    x_adv = tf.stop_gradient(self.make_adversarial(x, y)) if self.adversarial else None
+    net = self.net
+    weights, mask_vars = net.weight_variables, net.mask_variables
+    with tf.GradientTape(persistent=bool(mask_vars)) as tape:
+      logits, feats = net(x, training=True, return_features=True)
+      ce_clean = losses.cross_entropy(y, logits)
+      stats = dict(ce_clean=ce_clean, acc_clean=losses.accuracy(y, logits))
+      data_loss = mask_data_loss = ce_clean
+      if self.adversarial:
+        logits_adv, feats_adv = net(x_adv, training=True, return_features=True)
+        ce_adv = losses.cross_entropy(y, logits_adv)
+        vul = losses.vulnerability(feats, feats_adv)
+        data_loss = (ce_clean + self.adv_weight * ce_adv) / (1.0 + self.adv_weight)
+        mask_data_loss = ce_adv
+        stats.update(ce_adv=ce_adv, acc_adv=losses.accuracy(y, logits_adv),
+                     vulnerability=vul)
+      kl_term = self.beta * net.kl() / self.n_train
+      loss = data_loss + kl_term + self.weight_decay * losses.l2_penalty(weights)
+      if self.use_vs:
+        loss += self.lambda_vs * vul
+      mask_loss = mask_data_loss + kl_term
+    self.optimizer.apply(tape.gradient(loss, weights), weights)
+    if mask_vars:
+      self.mask_optimizer.apply(tape.gradient(mask_loss, mask_vars), mask_vars)
+      stats["kl"] = net.kl()
+    del tape
+    return self._record(loss=loss, **stats)
+
+  def test_step(self, data):
+    x, y = data
+    logits, feats = self.net(x, training=False, return_features=True)
+    stats = dict(ce_clean=losses.cross_entropy(y, logits),
+                 acc_clean=losses.accuracy(y, logits), kl=self.net.kl())
+    if self.adversarial:
+      x_adv = self.make_adversarial(x, y)
+      logits_adv, feats_adv = self.net(x_adv, training=False, return_features=True)
+      stats.update(ce_adv=losses.cross_entropy(y, logits_adv),
+                   acc_adv=losses.accuracy(y, logits_adv),
+                   vulnerability=losses.vulnerability(feats, feats_adv))
+    return self._record(**stats)

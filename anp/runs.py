@@ -1,0 +1,74 @@
+"""Run directories: building the network a config describes, checkpoints, restoring."""
+
+import os
+
+import tensorflow as tf
+
+from anp.config import Config, run_config_path
+from anp.data import dataset_info
+from anp.errors import UserError
+from models.lenet import LeNet5
+from models.vgg import VGG
+
+# Fractions of training after which the original divides the learning rate by 10.
+LR_DECAY_POINTS = {"lenet": (0.5, 0.7), "vgg": (0.5, 0.8)}
+
+
+class RunError(UserError):
+  """A model directory or checkpoint that cannot be used; the message says why."""
+
+
+def architecture(dataset):
+  return "lenet" if dataset_info(dataset).image_shape == (28, 28, 1) else "vgg"
+
+
+def build_net(cfg):
+  """The (masked) network of a resolved config, built on the dataset's input shape."""
+  info = dataset_info(cfg.dataset)
+  if architecture(cfg.dataset) == "lenet":
+    net = LeNet5(info.n_classes, masked=cfg.masked, threshold=cfg.thres)
+  else:
+    net = VGG(info.n_classes, masked=cfg.masked, threshold=cfg.thres,
+              standardize=cfg.preprocess == "pixel")
+  net(tf.zeros((1,) + info.image_shape))
+  return net
+
+
+def find_checkpoint(path, flag="--model_dir"):
+  """A checkpoint prefix from a run directory (its latest) or a checkpoint prefix."""
+  if path and os.path.isdir(path):
+    latest = tf.train.latest_checkpoint(path)
+    if latest is None:
+      raise RunError(f"Flag {flag}: no checkpoint in directory {path!r}.")
+    return latest
+  if path and tf.io.gfile.exists(path + ".index"):
+    return path
+  raise RunError(f"Flag {flag}: {path!r} is neither a run directory with a checkpoint "
+                 "nor a checkpoint prefix (a path whose '.index' file exists).")
+
+
+def restore_net(net, path, flag="--init_from"):
+  """Loads the network variables of a checkpoint (a run dir or prefix) into `net`.
+
+  Only variables present in both are loaded, so a standard model can initialise a
+  masked one (the masks keep their initial values).
+  """
+  prefix = find_checkpoint(path, flag)
+  status = tf.train.Checkpoint(net=net).restore(prefix).expect_partial()
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError:
+    pass  # masks absent from an unmasked checkpoint
+  return prefix
+
+
+def load_run(model_dir):
+  """(net, cfg) of a training run directory, with the latest checkpoint loaded."""
+  cfg_path = run_config_path(model_dir)
+  if not os.path.isfile(cfg_path):
+    raise RunError(f"Flag --model_dir: {model_dir!r} holds no {os.path.basename(cfg_path)}; "
+                   "expected the --model_dir of a training run.")
+  cfg = Config.load(cfg_path).resolved()
+  net = build_net(cfg)
+  restore_net(net, model_dir, "--model_dir")
+  return net, cfg

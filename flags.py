@@ -1,0 +1,85 @@
+"""All command-line flags of anp (absl). Only this module and main.py read FLAGS."""
+
+from absl import flags
+
+from anp.config import METHODS, PREPROCESS, Config
+
+MODES = ("train", "eval", "prune", "export", "report")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "cw", "strongest")
+
+# What to do, on what.
+flags.DEFINE_enum("mode", "train", MODES, "What to do.")
+flags.DEFINE_enum("dataset", "mnist", DATASETS,
+                  "Data set; mnist/fashion_mnist use LeNet5-Caffe, cifar10/cifar100 VGG-16.")
+flags.DEFINE_enum("method", "anp_vs", METHODS,
+                  "standard: clean training; at: PGD adversarial training; bp: Bayesian "
+                  "pruning (masks, clean data); anp: masks + PGD; anp_vs: anp + "
+                  "vulnerability suppression.")
+flags.DEFINE_string("data_dir", None,
+                    "Folder holding the official raw archives (MNIST idx .gz, CIFAR binary "
+                    "batches, plain or .gz), e.g. ../shared/data; without them TFDS is tried.")
+flags.DEFINE_string("model_dir", "runs/default",
+                    "Run directory: checkpoints, config.json, logs, eval.json. A SavedModel "
+                    "directory is accepted by --mode=eval.")
+flags.DEFINE_string("init_from", None,
+                    "Run directory or checkpoint prefix whose weights start training.")
+flags.DEFINE_enum("preprocess", "pixel", PREPROCESS,
+                  "pixel: attacks and eps in [0,1] pixel space, normalisation inside the "
+                  "model; original: per-image standardisation before the network and eps in "
+                  "standardised units, as the ICML code.")
+flags.DEFINE_integer("seed", 0, "Random seed (Python, NumPy, TF).")
+
+# Training.
+flags.DEFINE_integer("epochs", 200, "Training epochs.", lower_bound=1)
+flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (default: a full pass).",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
+flags.DEFINE_float("init_lr", 1e-2, "Learning rate of the masks (weights use 0.1x).",
+                   lower_bound=0)
+flags.DEFINE_float("adv_weight", 2.0, "w: weight of the adversarial cross-entropy.",
+                   lower_bound=0)
+flags.DEFINE_float("weight_decay", 1e-4, "Weight of the L2 penalty (sum of squares / 2).",
+                   lower_bound=0)
+flags.DEFINE_float("beta", None, "Weight of KL/N (default per dataset: 4, 2, 1).",
+                   lower_bound=0)
+flags.DEFINE_float("lambda_vs", None,
+                   "Weight of the vulnerability suppression loss (default per dataset).",
+                   lower_bound=0)
+flags.DEFINE_float("thres", 1e-3, "E[pi] at or below which a unit is pruned.", lower_bound=0)
+flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_integer("val_examples", 1000, "Test examples evaluated after each epoch.",
+                     lower_bound=0)
+
+# Attacks.
+flags.DEFINE_float("eps", None, "L-inf radius (default per dataset: 0.3 MNIST, 0.03 CIFAR).",
+                   lower_bound=0)
+flags.DEFINE_float("step_size", None, "PGD step size (default 0.01 MNIST, 0.007 CIFAR).",
+                   lower_bound=0)
+flags.DEFINE_integer("train_attack_steps", None,
+                     "PGD steps in training (default 20 MNIST, 10 CIFAR).", lower_bound=1)
+flags.DEFINE_integer("attack_steps", 40, "Attack iterations in evaluation.", lower_bound=0)
+flags.DEFINE_integer("eval_examples", None, "Evaluate on the first N test examples.",
+                     lower_bound=1)
+flags.DEFINE_enum("attack", "pgd", ATTACKS, "White-box attack of --mode=eval.")
+flags.DEFINE_integer("restarts", 1, "Random restarts of the attack.", lower_bound=1)
+flags.DEFINE_integer("eot_samples", 1,
+                     "Gradient samples per step (expectation over transformation) for "
+                     "stochastic models.", lower_bound=1)
+flags.DEFINE_string("source_model_dir", None,
+                    "Run directory of the source model of the black-box (transfer) attack.")
+flags.DEFINE_boolean("sanity_checks", False,
+                     "Run the gradient-masking sanity checks of Carlini et al. (2019).")
+
+# Prune / export / report.
+flags.DEFINE_string("export_dir", None, "Where --mode=prune/export write the SavedModel.")
+flags.DEFINE_string("runs", None, "Comma-separated run directories for --mode=report.")
+flags.DEFINE_string("report_dir", None, "Output folder of --mode=report.")
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags():
+  """The Config that the parsed flags describe."""
+  names = {f for f in Config.__dataclass_fields__}
+  return Config(**{name: FLAGS[name].value for name in names if name in FLAGS})

@@ -1,0 +1,46 @@
+"""anp command line: python main.py --mode=train|eval|prune|export|report [flags]."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+
+import flags  # noqa: E402,F401  (defines the flags)
+from anp.errors import UserError  # noqa: E402
+
+
+def run(cfg, arrays=None):
+  """Runs one mode of a Config; `arrays` overrides data loading (tests)."""
+  if cfg.mode == "train":
+    from anp.train import run_train
+    return run_train(cfg, arrays)
+  if cfg.mode == "eval":
+    from anp.evaluate import run_eval
+    return run_eval(cfg, arrays)
+  if cfg.mode in ("prune", "export"):
+    from anp.export import run_export
+    return run_export(cfg, arrays)
+  if cfg.mode == "report":
+    from anp.report import run_report
+    return run_report(cfg)
+  raise UserError(f"Flag --mode={cfg.mode} is not implemented.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    run(flags.config_from_flags())
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except KeyboardInterrupt:
+    print("\nInterrupted. Completed epochs are checkpointed in --model_dir; run the same "
+          "command again to resume.", file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,68 @@
+"""The common interface of the masked networks."""
+
+import keras
+import tensorflow as tf
+
+from anp.masks import BetaBernoulli
+
+
+class MaskedNet(keras.Model):
+  """A classifier whose units may carry beta-Bernoulli masks.
+
+  `call(x, training=False, return_features=False)` returns logits [B, n_classes], or
+  `(logits, features)` where `features` is the list of latent feature maps whose
+  distortion under attack defines the vulnerability (Madaan et al. 2020, Sec. 3).
+
+  Subclasses create `self.masks` (a list of `BetaBernoulli`, empty when `masked=False`)
+  in the same order as `unit_counts`, the number of units each mask site covers.
+  """
+
+  unit_counts = ()
+
+  def __init__(self, masked=True, threshold=1e-3, **kwargs):
+    super().__init__(**kwargs)
+    self.masked = bool(masked)
+    self.threshold = float(threshold)
+
+  def _mask(self, a_init, name):
+    """A mask layer, or None for an unmasked network."""
+    if not self.masked:
+      return None
+    layer = BetaBernoulli(a_init=a_init, threshold=self.threshold, name=name)
+    self.masks.append(layer)
+    return layer
+
+  @staticmethod
+  def _apply(mask, x, training):
+    return x if mask is None else mask(x, training=training)
+
+  @property
+  def mask_variables(self):
+    return [v for m in self.masks for v in m.trainable_variables]
+
+  @property
+  def weight_variables(self):
+    """Trainable variables that are not mask parameters (the 'base' variables)."""
+    mask_ids = {id(v) for v in self.mask_variables}
+    return [v for v in self.trainable_variables if id(v) not in mask_ids]
+
+  def kl(self):
+    """Sum of the masks' KL divergences to their priors (0 without masks)."""
+    if not self.masks:
+      return tf.constant(0.0)
+    return tf.add_n([m.kl() for m in self.masks])
+
+  def n_active(self):
+    """Units kept per mask site (a list of ints; all units without masks)."""
+    if not self.masks:
+      return list(self.unit_counts)
+    return [int(m.n_active()) for m in self.masks]
+
+  def sparsity(self):
+    """Fraction of units pruned over all mask sites (the paper's Sparsity / 100)."""
+    return 1.0 - sum(self.n_active()) / sum(self.unit_counts)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(masked=self.masked, threshold=self.threshold)
+    return config
