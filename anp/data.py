@@ -1,0 +1,390 @@
+"""Data sets: official raw files (MNIST/Fashion-MNIST idx, CIFAR binary) or TFDS, and tf.data input.
+
+`load_arrays` returns NumPy arrays (images uint8 NHWC, labels int32). It reads the official raw
+files from `--data_dir` when they are there (plain or gzipped) and falls back to
+`tensorflow_datasets` otherwise. `make_dataset` turns arrays into batched `tf.data` pipelines of
+float32 images, with optional CIFAR augmentation and the original code's per-image
+standardisation.
+"""
+
+import dataclasses
+import gzip
+import os
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+from anp.errors import UserError
+
+
+class DataError(UserError):
+  """Bad or missing data; the message names the file or flag and what was expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Static facts about one data set."""
+
+  name: str
+  image_shape: tuple
+  n_classes: int
+  n_train: int
+  n_test: int
+
+
+DATASETS = {
+    "mnist": DatasetInfo("mnist", (28, 28, 1), 10, 60000, 10000),
+    "fashion_mnist": DatasetInfo("fashion_mnist", (28, 28, 1), 10, 60000, 10000),
+    "cifar10": DatasetInfo("cifar10", (32, 32, 3), 10, 50000, 10000),
+    "cifar100": DatasetInfo("cifar100", (32, 32, 3), 100, 50000, 10000),
+}
+
+PREPROCESS = ("pixel", "original")
+
+# Folders (under --data_dir) that may hold each data set's raw files; --data_dir itself is
+# searched last.
+_FOLDERS = {
+    "mnist": ("mnist",),
+    "fashion_mnist": ("fashion_mnist",),
+    "cifar10": ("cifar10", "cifar-10-batches-bin"),
+    "cifar100": ("cifar100", "cifar-100-binary"),
+}
+
+# Raw files of each data set, in reading order: (train files, test files). Each entry is a
+# tuple of accepted base names (the first one is the official spelling); each may also be
+# gzipped (`.gz`).
+_IDX_FILES = (
+    (("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+     ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte")),
+    (("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+     ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte")),
+)
+_RAW_FILES = {
+    "mnist": _IDX_FILES,
+    "fashion_mnist": _IDX_FILES,
+    "cifar10": (tuple((f"data_batch_{i}.bin",) for i in range(1, 6)), (("test_batch.bin",),)),
+    "cifar100": ((("train.bin",),), (("test.bin",),)),
+}
+
+_IDX_IMAGE_MAGIC = 2051
+_IDX_LABEL_MAGIC = 2049
+_CIFAR_PIXELS = 32 * 32 * 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Data set names.
+
+
+def dataset_info(name):
+  """The `DatasetInfo` of `name`; DataError for an unknown name."""
+  if name not in DATASETS:
+    raise DataError(f"Unknown dataset {name!r}. Expected one of: "
+                    f"{', '.join(sorted(DATASETS))}.")
+  return DATASETS[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# Raw file readers (pure: bytes in, arrays out).
+
+
+def _read_bytes(path):
+  """The (decompressed when the name ends in .gz) contents of `path`."""
+  try:
+    if path.endswith(".gz"):
+      with gzip.open(path, "rb") as f:
+        return f.read()
+    with open(path, "rb") as f:
+      return f.read()
+  except (OSError, EOFError, zlib.error) as e:
+    raise DataError(f"Cannot read data file {path}: {e} (expected "
+                    f"{'a valid gzip file' if path.endswith('.gz') else 'a readable file'}).")
+
+
+def _header(data, n_ints, path):
+  """The first `n_ints` big-endian int32 of an idx file."""
+  if len(data) < 4 * n_ints:
+    raise DataError(f"Data file {path} is truncated: {len(data)} bytes, expected an idx "
+                    f"header of {4 * n_ints} bytes.")
+  return [int(v) for v in np.frombuffer(data, dtype=">i4", count=n_ints)]
+
+
+def parse_idx_images(data, path="<bytes>"):
+  """uint8 [N, 28, 28, 1] from the bytes of an idx3 image file; DataError naming `path`."""
+  magic, n, rows, cols = _header(data, 4, path)
+  if magic != _IDX_IMAGE_MAGIC:
+    raise DataError(f"Data file {path} has magic number {magic}, expected "
+                    f"{_IDX_IMAGE_MAGIC} (idx image file).")
+  if (rows, cols) != (28, 28):
+    raise DataError(f"Data file {path} holds {rows}x{cols} images, expected 28x28.")
+  expected = 16 + n * rows * cols
+  if n <= 0 or len(data) != expected:
+    raise DataError(f"Data file {path} declares {n} images ({expected} bytes) but has "
+                    f"{len(data)} bytes; expected a positive count matching the file length.")
+  return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows, cols, 1)
+
+
+def parse_idx_labels(data, path="<bytes>", n_classes=10):
+  """int32 [N] from the bytes of an idx1 label file; DataError naming `path`."""
+  magic, n = _header(data, 2, path)
+  if magic != _IDX_LABEL_MAGIC:
+    raise DataError(f"Data file {path} has magic number {magic}, expected "
+                    f"{_IDX_LABEL_MAGIC} (idx label file).")
+  expected = 8 + n
+  if n <= 0 or len(data) != expected:
+    raise DataError(f"Data file {path} declares {n} labels ({expected} bytes) but has "
+                    f"{len(data)} bytes; expected a positive count matching the file length.")
+  labels = np.frombuffer(data, dtype=np.uint8, offset=8)
+  _check_labels(labels, n_classes, path)
+  return labels.astype(np.int32)
+
+
+def parse_cifar(data, path="<bytes>", n_label_bytes=1, n_classes=10):
+  """(uint8 [N, 32, 32, 3], int32 [N]) from CIFAR binary records; DataError naming `path`.
+
+  Each record is `n_label_bytes` label bytes (CIFAR-10: the label; CIFAR-100: coarse then fine,
+  the last one is used) then 1024 red, 1024 green and 1024 blue bytes, each plane row-major.
+  """
+  record = n_label_bytes + _CIFAR_PIXELS
+  if len(data) == 0 or len(data) % record:
+    raise DataError(f"Data file {path} has {len(data)} bytes, expected a positive multiple of "
+                    f"the {record}-byte CIFAR record.")
+  records = np.frombuffer(data, dtype=np.uint8).reshape(-1, record)
+  labels = records[:, n_label_bytes - 1]
+  _check_labels(labels, n_classes, path)
+  planes = records[:, n_label_bytes:].reshape(-1, 3, 32, 32)
+  return np.ascontiguousarray(planes.transpose(0, 2, 3, 1)), labels.astype(np.int32)
+
+
+def _check_labels(labels, n_classes, path):
+  """DataError when a label is not in [0, n_classes)."""
+  if labels.size and int(labels.max()) >= n_classes:
+    bad = int(np.argmax(labels >= n_classes))
+    raise DataError(f"Data file {path} has label {int(labels[bad])} at record {bad}, expected "
+                    f"labels in 0..{n_classes - 1}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding raw files.
+
+
+def _candidates(base):
+  """File names accepted for one raw file: plain spellings first (faster), then gzipped."""
+  return [*base, *(b + ".gz" for b in base)]
+
+
+def _find_in(directory, spec):
+  """{official name: path} of the raw files of `spec` present in `directory`."""
+  found = {}
+  for base in (b for split in spec for b in split):
+    for cand in _candidates(base):
+      path = os.path.join(directory, cand)
+      if os.path.isfile(path):
+        found[base[0]] = path
+        break
+  return found
+
+
+def _search_dirs(name, data_dir):
+  """Directories searched for `name`'s raw files, in order."""
+  return [os.path.join(data_dir, f) for f in _FOLDERS[name]] + [data_dir]
+
+
+def find_raw_files(name, data_dir):
+  """Paths of a complete set of raw files ({official name: path}), or None when none is found.
+
+  DataError when a directory holds only part of a set (it lists what is missing).
+  """
+  spec = _RAW_FILES[name]
+  wanted = [b[0] for split in spec for b in split]
+  partial = None
+  for directory in _search_dirs(name, data_dir):
+    found = _find_in(directory, spec)
+    if len(found) == len(wanted):
+      return found
+    if found and (partial is None or len(found) > len(partial[1])):
+      partial = (directory, found)
+  if partial is not None:
+    directory, found = partial
+    missing = [w for w in wanted if w not in found]
+    raise DataError(f"Incomplete {name} data in {directory}: missing "
+                    f"{', '.join(m + '[.gz]' for m in missing)} (found "
+                    f"{', '.join(sorted(os.path.basename(p) for p in found.values()))}).")
+  return None
+
+
+def _read_idx_split(images_path, labels_path, n_classes):
+  x = parse_idx_images(_read_bytes(images_path), images_path)
+  y = parse_idx_labels(_read_bytes(labels_path), labels_path, n_classes)
+  if len(x) != len(y):
+    raise DataError(f"Data files {images_path} and {labels_path} disagree: {len(x)} images "
+                    f"but {len(y)} labels; expected the same count.")
+  return x, y
+
+
+def _read_cifar_split(paths, n_label_bytes, n_classes):
+  parts = [parse_cifar(_read_bytes(p), p, n_label_bytes, n_classes) for p in paths]
+  if len(parts) == 1:
+    return parts[0]
+  return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def read_raw(name, files):
+  """(x_train, y_train, x_test, y_test) from the raw files found by `find_raw_files`."""
+  info = dataset_info(name)
+  train_spec, test_spec = _RAW_FILES[name]
+  split_paths = [[files[b[0]] for b in spec] for spec in (train_spec, test_spec)]
+  if name in ("mnist", "fashion_mnist"):
+    out = [_read_idx_split(*paths, info.n_classes) for paths in split_paths]
+  else:
+    n_label_bytes = 2 if name == "cifar100" else 1
+    out = [_read_cifar_split(paths, n_label_bytes, info.n_classes) for paths in split_paths]
+  (x_tr, y_tr), (x_te, y_te) = out
+  return x_tr, y_tr, x_te, y_te
+
+
+# ----------------------------------------------------------------------------------------------
+# TFDS fallback.
+
+
+def _first_line(error):
+  text = str(error).strip() or type(error).__name__
+  return text.splitlines()[0]
+
+
+def _load_tfds(name, data_dir):
+  """(x_train, y_train, x_test, y_test) through tensorflow_datasets (may download)."""
+  import tensorflow_datasets as tfds  # lazy: slow import, only needed without raw files
+  (x_tr, y_tr), (x_te, y_te) = tfds.as_numpy(tfds.load(
+      name, split=["train", "test"], data_dir=data_dir, batch_size=-1, as_supervised=True))
+  return (np.asarray(x_tr, np.uint8), np.asarray(y_tr, np.int32),
+          np.asarray(x_te, np.uint8), np.asarray(y_te, np.int32))
+
+
+def _looked_for(name, data_dir):
+  """Human-readable list of what raw files were looked for where."""
+  files = ", ".join(b[0] + "[.gz]" for split in _RAW_FILES[name] for b in split)
+  if data_dir is None:
+    return f"no --data_dir given (raw files {files} are read from --data_dir)"
+  return f"looked for {files} in {', '.join(_search_dirs(name, data_dir))}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Public loading entry point.
+
+
+def load_arrays(name, data_dir=None):
+  """(x_train, y_train, x_test, y_test): images uint8 NHWC [N,H,W,C], labels int32 [N].
+
+  Reads the official raw files from `data_dir/<folder>/` or `data_dir/` (plain or .gz) when a
+  complete set is there, and loads `name` through TFDS otherwise.
+  """
+  info = dataset_info(name)
+  if data_dir is not None:
+    if not os.path.isdir(data_dir):
+      raise DataError(f"--data_dir={data_dir} does not exist or is not a directory; expected "
+                      f"a folder holding the {name} files.")
+    files = find_raw_files(name, data_dir)
+    if files is not None:
+      arrays = read_raw(name, files)
+      _check_shapes(arrays, info, "raw files in " + os.path.dirname(next(iter(files.values()))))
+      return arrays
+  try:
+    arrays = _load_tfds(name, data_dir)
+  except Exception as e:  # noqa: BLE001  any TFDS failure (offline, missing package) is reported
+    raise DataError(f"No {name} data found: {_looked_for(name, data_dir)}; and TFDS could not "
+                    f"load or download {name!r} either: {_first_line(e)}") from e
+  _check_shapes(arrays, info, "TFDS")
+  return arrays
+
+
+def _check_shapes(arrays, info, source):
+  """DataError when loaded arrays do not have the data set's image shape / label counts."""
+  x_tr, y_tr, x_te, y_te = arrays
+  for x, y in ((x_tr, y_tr), (x_te, y_te)):
+    if x.ndim != 4 or tuple(x.shape[1:]) != info.image_shape or len(x) != len(y):
+      raise DataError(f"{info.name} from {source}: images {x.shape} and labels {y.shape}, "
+                      f"expected images [N, {', '.join(map(str, info.image_shape))}] and N "
+                      "labels.")
+
+
+# ----------------------------------------------------------------------------------------------
+# tf.data pipelines.
+
+
+def standardize_per_image(images):
+  """Per-image standardisation (zero mean, unit std per image), as the original ICML code."""
+  return tf.image.per_image_standardization(images)
+
+
+def random_pad_crop_flip(images, seed, pad=4):
+  """Per example: zero-pad `pad` pixels each side, random crop back to H x W, random h-flip.
+
+  `images` is a batch [B, H, W, C] (any dtype); `seed` a shape-[2] int seed of stateless ops.
+  """
+  shape = tf.shape(images)
+  b, h, w = shape[0], shape[1], shape[2]
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  offsets = tf.random.stateless_uniform([b, 2], crop_seed, minval=0, maxval=2 * pad + 1,
+                                        dtype=tf.int32)
+  padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+  rows = offsets[:, :1] + tf.range(h)[None, :]
+  cols = offsets[:, 1:] + tf.range(w)[None, :]
+  cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+  cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
+  flip = tf.random.stateless_uniform([b], flip_seed) < 0.5
+  return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
+
+
+def _check_preprocess(preprocess):
+  if preprocess not in PREPROCESS:
+    raise UserError(f"Flag --preprocess={preprocess!r} is not accepted; expected one of: "
+                    f"{', '.join(PREPROCESS)}.")
+
+
+def _check_arrays(x, y, batch_size):
+  if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+      or batch_size < 1:
+    raise UserError(f"Batch size {batch_size!r} is not accepted; expected a positive integer.")
+  x, y = np.asarray(x), np.asarray(y)
+  if x.ndim != 4 or x.dtype != np.uint8:
+    raise DataError(f"Images of shape {x.shape} and dtype {x.dtype}, expected uint8 "
+                    "[N, H, W, C] (as load_arrays returns).")
+  if y.ndim != 1 or len(y) != len(x):
+    raise DataError(f"Labels of shape {y.shape} for {len(x)} images, expected [{len(x)}].")
+  return x, y.astype(np.int32, copy=False)
+
+
+def make_dataset(x, y, batch_size, *, training, augment=False, seed=None, preprocess="pixel",
+                 drop_remainder=None):
+  """Batches of (images float32 NHWC, labels int32): one pass over (x, y) per iteration.
+
+  Images are x / 255 in [0, 1]. `training=True` reshuffles each iteration (reproducibly when
+  `seed` is given). `drop_remainder` defaults to `training`. `augment=True` (CIFAR training):
+  zero-pad 4 pixels, random crop back to H x W and random horizontal flip, per example.
+  `preprocess='original'` then standardises each image (`standardize_per_image`), as the
+  original ICML code; 'pixel' leaves images in [0, 1].
+  """
+  _check_preprocess(preprocess)
+  x, y = _check_arrays(x, y, batch_size)
+  if drop_remainder is None:
+    drop_remainder = bool(training)
+  ds = tf.data.Dataset.from_tensor_slices((x, y))
+  if training:
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  standardize = preprocess == "original"
+
+  def to_float(images):
+    images = tf.cast(images, tf.float32) / 255.0
+    return standardize_per_image(images) if standardize else images
+
+  if augment:
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip((ds, seeds)).map(
+        lambda xy, s: (to_float(random_pad_crop_flip(xy[0], s)), xy[1]),
+        num_parallel_calls=tf.data.AUTOTUNE)
+  else:
+    ds = ds.map(lambda images, labels: (to_float(images), labels),
+                num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(tf.data.AUTOTUNE)
