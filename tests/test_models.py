@@ -1,0 +1,78 @@
+"""Shapes and behaviour of LeNet5-Caffe and VGG-16."""
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from models.lenet import LeNet5
+from models.vgg import VGG
+
+# conv1 5*5*1*20+20, conv2 5*5*20*50+50, dense3 800*500+500, dense4 500*10+10
+LENET_PARAMS = 520 + 25050 + 400500 + 5010
+
+
+def _built(net, shape):
+  net(tf.zeros((1,) + shape))
+  return net
+
+
+class ModelTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_lenet_shapes_features_and_sites(self):
+    net = _built(LeNet5(), (28, 28, 1))
+    logits, feats = net(tf.random.uniform([3, 28, 28, 1]), training=True, return_features=True)
+    self.assertEqual(logits.shape, (3, 10))
+    self.assertEqual([f.shape[1:] for f in feats], [(24, 24, 20), (8, 8, 50), (500,)])
+    self.assertEqual([m.units for m in net.masks], [20, 50, 800, 500])
+    self.assertEqual(sum(int(np.prod(v.shape)) for v in net.weight_variables), LENET_PARAMS)
+    self.assertEqual(net.n_active(), [20, 50, 800, 500])
+    self.assertEqual(net.sparsity(), 0.0)
+
+  @parameterized.parameters(True, False)
+  def test_vgg_shapes_and_sites(self, standardize):
+    net = _built(VGG(n_classes=100, standardize=standardize), (32, 32, 3))
+    logits, feats = net(tf.random.uniform([2, 32, 32, 3]), training=True, return_features=True)
+    self.assertEqual(logits.shape, (2, 100))
+    self.assertLen(feats, 15)
+    self.assertEqual([m.units for m in net.masks], list(net.unit_counts))
+    self.assertEqual(len(net.masks), 15)
+    self.assertEqual(feats[12].shape, (2, 2, 2, 512))
+
+  @parameterized.parameters((LeNet5, (28, 28, 1)), (VGG, (32, 32, 3)))
+  def test_masked_random_in_training_deterministic_at_inference(self, cls, shape):
+    net = _built(cls(), shape)
+    x = tf.random.uniform((4,) + shape)
+    self.assertAllEqual(net(x, training=False), net(x, training=False))
+    self.assertNotAllClose(net(x, training=True), net(x, training=True))
+
+  def test_pruned_units_are_counted_and_silenced(self):
+    net = _built(LeNet5(), (28, 28, 1))
+    a_uc = np.full([20], 2.0, np.float32)
+    a_uc[:5] = -10.0  # E[pi] ~ 1e-4, below the 1e-3 threshold
+    net.bbd1.a_uc.assign(a_uc)
+    self.assertEqual(net.n_active()[0], 15)
+    self.assertAllClose(net.sparsity(), 5 / 1370)
+    _, feats = net(tf.random.uniform([2, 28, 28, 1]), return_features=True)
+    self.assertAllEqual(feats[0][..., :5], tf.zeros([2, 24, 24, 5]))
+
+  def test_unmasked_nets_have_no_mask_variables(self):
+    for net, shape in [(LeNet5(masked=False), (28, 28, 1)), (VGG(masked=False), (32, 32, 3))]:
+      _built(net, shape)
+      self.assertEmpty(net.mask_variables)
+      self.assertEqual(net.n_active(), list(net.unit_counts))
+      self.assertAllEqual(net.kl(), 0.0)
+
+  def test_gradients_are_finite(self):
+    net = _built(VGG(), (32, 32, 3))
+    x = tf.random.uniform([2, 32, 32, 3])
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(net(x, training=True)) + net.kl()
+    grads = tape.gradient(loss, net.trainable_variables)
+    self.assertLen(grads, len(net.trainable_variables))
+    for g, v in zip(grads, net.trainable_variables):
+      self.assertIsNotNone(g, v.name)
+      self.assertTrue(np.all(np.isfinite(g.numpy())), v.name)
+
+
+if __name__ == "__main__":
+  tf.test.main()
