@@ -1,0 +1,129 @@
+"""The ANP-VS trainer and main.py, end to end on real MNIST slices."""
+
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from anp.config import Config
+from anp.runs import build_net
+from anp.train import make_trainer
+from tests.helpers import REPO, SHARED_DATA, have_real_data, mnist_slice
+
+needs_data = unittest.skipUnless(have_real_data(), f"real MNIST not found in {SHARED_DATA}")
+
+
+@needs_data
+class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters("standard", "at", "bp", "anp", "anp_vs")
+  def test_steps_lower_loss_and_update_the_right_variables(self, method):
+    tf.random.set_seed(0)
+    cfg = Config(dataset="mnist", method=method, train_attack_steps=5).resolved()
+    net = build_net(cfg)
+    trainer = make_trainer(net, cfg, n_train=60000, total_steps=1000)
+    x_tr, y_tr, _, _ = mnist_slice()
+    x = tf.constant(x_tr[:64], tf.float32) / 255.0
+    y = tf.constant(y_tr[:64])
+    weights0 = [v.numpy().copy() for v in net.weight_variables]
+    masks0 = [v.numpy().copy() for v in net.mask_variables]
+    step = tf.function(trainer.train_step)
+    losses = [float(step((x, y))["loss"]) for _ in range(40)]
+    self.assertTrue(np.all(np.isfinite(losses)))
+    self.assertLess(np.mean(losses[-5:]), np.mean(losses[:5]) - 0.005, losses)
+    for before, v in zip(weights0, net.weight_variables):
+      self.assertNotAllClose(before, v.numpy(), msg=v.name)
+    self.assertEqual(len(masks0) > 0, cfg.masked)
+    for before, v in zip(masks0, net.mask_variables):
+      self.assertNotAllClose(before, v.numpy(), msg=v.name)
+
+  def test_vulnerability_term_reaches_every_latent_layer(self):
+    cfg = Config(dataset="mnist", method="anp_vs", train_attack_steps=2).resolved()
+    net = build_net(cfg)
+    x = tf.random.uniform([8, 28, 28, 1])
+    from anp import losses
+    with tf.GradientTape() as tape:
+      _, fc = net(x, training=True, return_features=True)
+      _, fa = net(x + 0.1, training=True, return_features=True)
+      v = losses.vulnerability(fc, fa)
+    grads = tape.gradient(v, [net.conv1.kernel, net.conv2.kernel, net.dense3.kernel])
+    for g in grads:
+      self.assertGreater(float(tf.reduce_sum(tf.abs(g))), 0.0)
+
+
+def run_main(*args, timeout=600):
+  return subprocess.run([sys.executable, os.path.join(REPO, "main.py"), *args],
+                        capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(
+      (["--dataset=imagenet"], "dataset"),
+      (["--method=magic"], "method"),
+      (["--eps=-0.1"], "eps"),
+      (["--mode=fly"], "mode"),
+  )
+  def test_bad_flags_exit_nonzero_with_clear_message(self, args, flag):
+    out = run_main(*args, "--epochs=1", timeout=120)
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn(f"--{flag}", out.stderr)
+    self.assertNotIn("Traceback", out.stderr)
+
+  def test_missing_data_dir_is_a_clear_error(self):
+    missing = os.path.join(self.get_temp_dir(), "no_such_dir")
+    out = run_main("--mode=train", f"--data_dir={missing}",
+                   f"--model_dir={self.get_temp_dir()}/run", timeout=120)
+    self.assertEqual(out.returncode, 2, out.stderr)
+    self.assertIn("--data_dir", out.stderr)
+    self.assertIn(missing, out.stderr)
+    self.assertNotIn("Traceback", out.stderr)
+
+  def test_eval_of_a_dir_without_a_run_is_a_clear_error(self):
+    out = run_main("--mode=eval", f"--model_dir={self.get_temp_dir()}", timeout=120)
+    self.assertEqual(out.returncode, 2, out.stderr)
+    self.assertIn("--model_dir", out.stderr)
+    self.assertNotIn("Traceback", out.stderr)
+
+  @needs_data
+  def test_train_then_eval_end_to_end_and_resume(self):
+    run = os.path.join(self.get_temp_dir(), "anp_vs")
+    common = ["--dataset=mnist", f"--data_dir={SHARED_DATA}", f"--model_dir={run}"]
+    out = run_main("--mode=train", "--method=anp_vs", "--epochs=1", "--steps_per_epoch=15",
+                   "--train_attack_steps=5", "--val_examples=128", *common)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    log = [json.loads(line) for line in open(os.path.join(run, "train_log.jsonl"))]
+    self.assertEqual([r["epoch"] for r in log], [1])
+    self.assertTrue(os.path.isdir(os.path.join(run, "logs")))  # TensorBoard scalars
+
+    # Running again with more epochs resumes at epoch 2 with the saved step counter.
+    out = run_main("--mode=train", "--method=anp_vs", "--epochs=2", "--steps_per_epoch=15",
+                   "--train_attack_steps=5", "--val_examples=128", *common)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertIn("Resuming", out.stdout + out.stderr)
+    log = [json.loads(line) for line in open(os.path.join(run, "train_log.jsonl"))]
+    self.assertEqual([r["epoch"] for r in log], [1, 2])
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(run))
+    self.assertEqual(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"), 30)
+    self.assertEqual(reader.get_tensor("mask_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"), 30)
+    self.assertEqual(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"), 2)
+
+    out = run_main("--mode=eval", "--eval_examples=200", "--attack_steps=10", *common)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    result = json.load(open(os.path.join(run, "eval.json")))
+    for key in ("clean_acc", "adv_acc", "vulnerability", "sparsity", "n_active"):
+      self.assertIn(key, result)
+    self.assertEqual(result["examples"], 200)
+    self.assertBetween(result["clean_acc"], 0.0, 1.0)
+    self.assertLessEqual(result["adv_acc"], result["clean_acc"])
+    self.assertLen(result["n_active"], 4)
+    self.assertEqual(result["attack"]["steps"], 10)
+
+
+if __name__ == "__main__":
+  tf.test.main()
