@@ -1,30 +1,24 @@
 """Adversarial attacks: each one a pure function of (model_fn, x, y, ...) -> x_adv.
 
-Every attack is plain TF ops around one `tf.while_loop`, so it runs eagerly, and as one
-compiled loop when called inside `tf.function` (as the trainer and the evaluation do).
+`model_fn` is any callable x -> logits in inference mode (a Keras model or a function);
+x is float [B, ...] (NHWC images), y integer labels [B].
+
+Every attack is plain TF ops around one `tf.while_loop`, so it runs eagerly (a Python loop)
+and, when called inside `tf.function` (a Keras `train_step`, an evaluation step, or
+`compiled(...)`), as one graph loop with no per-step round trip to Python.
+
+  pgd      L-inf PGD (Madry et al. 2018), CE / CW / DLR loss, random start, EOT.
+  fgsm     one signed step of size eps.
+  l2_pgd   L2 PGD with normalised gradient steps.
+  apgd     Auto-PGD in L-inf (Croce & Hein 2020), CE / DLR loss.
+  attack_with_restarts, compiled, correct, loss_gradient; losses in `attacks.losses`.
 """
 
-import tensorflow as tf
-
-from attacks.apgd import apgd
-from attacks.common import correct, loss_and_gradient
+from attacks.apgd import apgd, apgd_checkpoints
+from attacks.common import correct, loss_gradient
 from attacks.losses import cross_entropy, cw_margin, dlr
 from attacks.pgd import fgsm, l2_pgd, pgd
+from attacks.wrappers import attack_with_restarts, compiled
 
-
-def attack_with_restarts(attack_fn, model_fn, x, y, restarts, **kwargs):
-  """Runs `attack_fn` `restarts` times; keeps per example the first misclassified result."""
-  if not isinstance(restarts, int) or restarts < 1:
-    raise ValueError(f"Expected an integer restarts >= 1. Received: restarts={restarts}")
-  x_adv = attack_fn(model_fn, x, y, **kwargs)
-  for _ in range(restarts - 1):
-    still_correct = correct(model_fn, x_adv, y)
-    candidate = attack_fn(model_fn, x, y, **kwargs)
-    better = tf.logical_and(still_correct, tf.logical_not(correct(model_fn, candidate, y)))
-    mask = tf.reshape(better, tf.concat([tf.shape(better), tf.ones_like(tf.shape(x)[1:])], 0))
-    x_adv = tf.where(mask, candidate, x_adv)
-  return x_adv
-
-
-__all__ = ["apgd", "attack_with_restarts", "correct", "cross_entropy", "cw_margin", "dlr",
-           "fgsm", "l2_pgd", "loss_and_gradient", "pgd"]
+__all__ = ["apgd", "apgd_checkpoints", "attack_with_restarts", "compiled", "correct",
+           "cross_entropy", "cw_margin", "dlr", "fgsm", "l2_pgd", "loss_gradient", "pgd"]

@@ -1,4 +1,7 @@
-"""Per-example attack losses on logits (each to be maximised by the attacker)."""
+"""Per-example attack losses on logits, each one maximised by the attacker.
+
+Every loss takes `(logits [B, K], y [B] int)` and returns a float tensor [B].
+"""
 
 import tensorflow as tf
 
@@ -10,10 +13,11 @@ def cross_entropy(logits, y):
 
 
 def _true_and_best_other(logits, y):
-  n_classes = tf.shape(logits)[-1]
-  onehot = tf.one_hot(tf.cast(y, tf.int32), n_classes, dtype=logits.dtype)
-  true = tf.reduce_sum(logits * onehot, -1)
-  other = tf.reduce_max(logits - 1e9 * onehot, -1)
+  """z_y and max_{j != y} z_j, both [B]."""
+  is_true = tf.cast(tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1]), tf.bool)
+  true = tf.reduce_sum(tf.where(is_true, logits, tf.zeros_like(logits)), -1)
+  other = tf.reduce_max(tf.where(is_true, tf.fill(tf.shape(logits), logits.dtype.min), logits),
+                        -1)
   return true, other
 
 
@@ -24,13 +28,21 @@ def cw_margin(logits, y):
 
 
 def dlr(logits, y):
-  """Difference of logits ratio (Croce & Hein 2020): -(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3).
+  """Difference of logits ratio (Croce & Hein 2020), [B].
 
-  Invariant to shifts and rescaling of the logits; needs at least 3 classes.
+  -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12), where z_pi1 >= z_pi2 >= z_pi3 are the
+  largest logits: invariant to shifting and rescaling the logits. Needs at least 3 classes.
   """
-  if logits.shape[-1] is not None and logits.shape[-1] < 3:
-    raise ValueError(f"The DLR loss needs at least 3 classes. Received: {logits.shape[-1]}")
-  top = tf.math.top_k(logits, 3).values
+  n_classes = logits.shape[-1]
+  if n_classes is not None and n_classes < 3:
+    raise ValueError(f"The DLR loss needs at least 3 classes. Received logits with "
+                     f"{n_classes} classes.")
+  asserts = []
+  if n_classes is None:
+    asserts.append(tf.debugging.assert_greater_equal(
+        tf.shape(logits)[-1], 3, message="The DLR loss needs at least 3 classes."))
+  with tf.control_dependencies(asserts):
+    top = tf.math.top_k(logits, 3).values
   true, other = _true_and_best_other(logits, y)
   return -(true - other) / (top[:, 0] - top[:, 2] + 1e-12)
 
@@ -38,7 +50,11 @@ def dlr(logits, y):
 LOSSES = {"ce": cross_entropy, "cw": cw_margin, "dlr": dlr}
 
 
-def get(name):
-  if name not in LOSSES:
-    raise ValueError(f"Expected loss in {sorted(LOSSES)}. Received: loss={name!r}")
-  return LOSSES[name]
+def get(loss):
+  """The loss function of a name in LOSSES, or `loss` itself when it is callable."""
+  if callable(loss):
+    return loss
+  if not isinstance(loss, str) or loss not in LOSSES:
+    raise ValueError(f"Expected loss in {sorted(LOSSES)} or a callable (logits, y) -> [B]. "
+                     f"Received: loss={loss!r}")
+  return LOSSES[loss]

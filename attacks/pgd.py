@@ -1,77 +1,99 @@
-"""Projected gradient descent (Madry et al. 2018) in L-inf and L2, and FGSM."""
+"""Projected gradient descent (Madry et al. 2018) in L-inf and L2, and FGSM.
+
+Plain TF ops around one `tf.while_loop`: each function runs eagerly, and as one graph loop
+when called inside `tf.function` (see `attacks.compiled`).
+"""
 
 import tensorflow as tf
 
-from attacks import losses
-from attacks.common import check_eot, check_nonnegative, linf_box, loss_and_gradient
+from attacks import common, losses
 
 
-def pgd(model_fn, x, y, eps, step_size, steps, *, rand_init=True, clip_min=0.0,
-        clip_max=1.0, loss="ce", eot_samples=1, seed=None):
+def pgd(model_fn, x, y, eps, step_size, steps, *, rand_init=True, clip_min=0.0, clip_max=1.0,
+        loss="ce", eot_samples=1, seed=None):
   """L-inf PGD: `steps` signed-gradient ascent steps, projected on the eps-ball and the box.
 
   Args:
-    model_fn: x -> logits, in inference mode (may be stochastic: use eot_samples > 1).
-    x: float inputs [B, ...]; y: integer labels [B].
-    eps, step_size: L-inf radius and step, in the units of x.
-    steps: number of iterations (0 returns the starting point).
-    rand_init: start from a uniform random point of the ball (then clipped to the box).
-    loss: 'ce' (cross-entropy) or 'cw' (Carlini-Wagner margin).
+    model_fn: callable x -> logits, in inference mode. May be random: use eot_samples > 1.
+    x: float inputs [B, ...] (e.g. NHWC); y: integer labels [B].
+    eps: L-inf radius (float or scalar tensor), in the units of x.
+    step_size: size of each signed step.
+    steps: number of iterations (Python int or integer tensor); 0 returns the start point.
+    rand_init: start from x + uniform(-eps, eps) (then clipped to the box), else from x.
+    clip_min, clip_max: box of valid inputs (floats, tensors broadcastable to x, or None).
+    loss: 'ce' (cross-entropy), 'cw' (Carlini-Wagner margin max_{j!=y} z_j - z_y), 'dlr',
+      or a callable (logits, y) -> per-example loss [B]; the loss is maximised.
+    eot_samples: model calls whose gradients are averaged at each step.
+    seed: optional int (or int scalar tensor) making the random start reproducible.
   Returns:
-    x_adv, same shape as x, inside the eps-ball and [clip_min, clip_max].
-  Plain TF ops (a tf.while_loop): works eagerly and inside tf.function.
+    x_adv like x: the last iterate, within eps of x and within [clip_min, clip_max].
   """
-  check_nonnegative(eps=eps, step_size=step_size, steps=steps)
-  check_eot(eot_samples)
+  x, y = common.check_inputs(x, y)
+  common.check_nonnegative(eps=eps, step_size=step_size)
+  steps = common.check_steps(steps)
+  eot_samples = common.check_eot(eot_samples)
+  common.check_clip(clip_min, clip_max)
   loss_fn = losses.get(loss)
-  x = tf.convert_to_tensor(x)
-  lo, hi = linf_box(x, eps, clip_min, clip_max)
+  eps = tf.cast(eps, x.dtype)
+  step_size = tf.cast(step_size, x.dtype)
+  project = common.linf_projector(x, eps, clip_min, clip_max)
+
   x_adv = x
   if rand_init:
-    x_adv = x + tf.random.uniform(tf.shape(x), -eps, eps, dtype=x.dtype, seed=seed)
-  x_adv = tf.clip_by_value(x_adv, lo, hi)
+    x_adv = x + common.random_uniform(tf.shape(x), -eps, eps, x.dtype, seed)
+  x_adv = project(x_adv)
 
   def body(i, x_adv):
-    _, grad = loss_and_gradient(model_fn, x_adv, y, loss_fn, eot_samples)
-    return i + 1, tf.clip_by_value(x_adv + step_size * tf.sign(grad), lo, hi)
+    _, grad = common.loss_gradient(model_fn, x_adv, y, loss_fn, eot_samples)
+    return i + 1, project(x_adv + step_size * tf.sign(grad))
 
   _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
   return tf.stop_gradient(x_adv)
 
 
 def fgsm(model_fn, x, y, eps, *, clip_min=0.0, clip_max=1.0, eot_samples=1):
-  """Fast gradient sign method (Goodfellow et al. 2015): one step of size eps."""
+  """Fast gradient sign method (Goodfellow et al. 2015): x + eps * sign(grad CE), clipped."""
   return pgd(model_fn, x, y, eps, eps, 1, rand_init=False, clip_min=clip_min,
-             clip_max=clip_max, eot_samples=eot_samples)
-
-
-def _l2_norm(v):
-  return tf.sqrt(tf.reduce_sum(tf.square(v), axis=tf.range(1, tf.rank(v)), keepdims=True))
+             clip_max=clip_max, loss="ce", eot_samples=eot_samples)
 
 
 def l2_pgd(model_fn, x, y, eps, step_size, steps, *, rand_init=True, clip_min=0.0,
-           clip_max=1.0, eot_samples=1, seed=None):
-  """L2 PGD: normalised-gradient steps, projection on the L2 ball of radius eps and the box."""
-  check_nonnegative(eps=eps, step_size=step_size, steps=steps)
-  check_eot(eot_samples)
-  x = tf.convert_to_tensor(x)
+           clip_max=1.0, loss="ce", eot_samples=1, seed=None):
+  """L2 PGD: steps along the per-example normalised gradient, projected on the L2 ball.
+
+  The random start is uniform in the L2 ball of radius eps (then clipped to the box). Each
+  step is x += step_size * g / ||g||_2, then delta is rescaled to norm <= eps per example and
+  x clipped to [clip_min, clip_max] (clipping only shrinks delta when x is inside the box).
+  Other arguments as in `pgd`.
+  """
+  x, y = common.check_inputs(x, y)
+  common.check_nonnegative(eps=eps, step_size=step_size)
+  steps = common.check_steps(steps)
+  eot_samples = common.check_eot(eot_samples)
+  common.check_clip(clip_min, clip_max)
+  loss_fn = losses.get(loss)
+  eps = tf.cast(eps, x.dtype)
+  step_size = tf.cast(step_size, x.dtype)
+  tiny = tf.constant(1e-12, x.dtype)
 
   def project(x_adv):
     delta = x_adv - x
-    delta *= tf.minimum(1.0, eps / (_l2_norm(delta) + 1e-12))
-    return tf.clip_by_value(x + delta, clip_min, clip_max)
+    scale = tf.minimum(tf.ones([], x.dtype), eps / (common.l2_norm(delta) + tiny))
+    return common.clip_box(x + delta * common.per_example(scale, x), clip_min, clip_max)
 
   x_adv = x
   if rand_init:
-    direction = tf.random.normal(tf.shape(x), dtype=x.dtype, seed=seed)
-    radius = eps * tf.random.uniform(tf.concat([tf.shape(x)[:1], tf.ones_like(tf.shape(x)[1:])], 0),
-                                     dtype=x.dtype, seed=seed)
-    x_adv = x + direction / (_l2_norm(direction) + 1e-12) * radius
+    direction = common.random_normal(tf.shape(x), x.dtype, seed, salt=0)
+    dim = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+    u = common.random_uniform(tf.shape(x)[:1], 0.0, 1.0, x.dtype, seed, salt=1)
+    radius = eps * tf.pow(u, 1.0 / dim)  # uniform in the ball
+    x_adv = x + direction * common.per_example(radius / (common.l2_norm(direction) + tiny), x)
   x_adv = project(x_adv)
 
   def body(i, x_adv):
-    _, grad = loss_and_gradient(model_fn, x_adv, y, losses.cross_entropy, eot_samples)
-    return i + 1, project(x_adv + step_size * grad / (_l2_norm(grad) + 1e-12))
+    _, grad = common.loss_gradient(model_fn, x_adv, y, loss_fn, eot_samples)
+    unit = grad / common.per_example(common.l2_norm(grad) + tiny, x)
+    return i + 1, project(x_adv + step_size * unit)
 
   _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
   return tf.stop_gradient(x_adv)
