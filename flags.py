@@ -20,10 +20,12 @@ flags.DEFINE_string("data_dir", None,
                     "Folder holding the official raw archives (MNIST idx .gz, CIFAR binary "
                     "batches, plain or .gz), e.g. ../shared/data; without them TFDS is tried.")
 flags.DEFINE_string("model_dir", "runs/default",
-                    "Run directory: checkpoints, config.json, logs, eval.json. A SavedModel "
-                    "directory is accepted by --mode=eval.")
+                    "Run directory: checkpoints, config.json, logs, eval.json/eval.md. "
+                    "--mode=eval also accepts a SavedModel directory or a checkpoint "
+                    "(directory or prefix) of the original TF1 code.")
 flags.DEFINE_string("init_from", None,
-                    "Run directory or checkpoint prefix whose weights start training.")
+                    "Run directory or checkpoint prefix (ours or the original TF1 code's) whose "
+                    "weights start training.")
 flags.DEFINE_enum("preprocess", "pixel", PREPROCESS,
                   "pixel: attacks and eps in [0,1] pixel space, normalisation inside the "
                   "model; original: per-image standardisation before the network and eps in "
@@ -58,7 +60,8 @@ flags.DEFINE_float("step_size", None, "PGD step size (default 0.01 MNIST, 0.007 
                    lower_bound=0)
 flags.DEFINE_integer("train_attack_steps", None,
                      "PGD steps in training (default 20 MNIST, 10 CIFAR).", lower_bound=1)
-flags.DEFINE_integer("attack_steps", 40, "Attack iterations in evaluation.", lower_bound=0)
+flags.DEFINE_integer("attack_steps", 40, "Attack iterations in evaluation (every --attack, APGD included).",
+                     lower_bound=0)
 flags.DEFINE_integer("eval_examples", None, "Evaluate on the first N test examples.",
                      lower_bound=1)
 flags.DEFINE_enum("attack", "pgd", ATTACKS, "White-box attack of --mode=eval.")

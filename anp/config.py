@@ -66,6 +66,8 @@ class Config:
     from anp.data import dataset_info  # late import: data pulls in TF
     dataset_info(self.dataset)  # raises DataError on an unknown dataset
     cfg = dataclasses.replace(self)
+    if self.dataset in ("mnist", "fashion_mnist"):
+      cfg.preprocess = "pixel"  # the original feeds LeNet x / 255: both modes are the same
     if cfg.method == "bp" and cfg.beta is None:
       cfg.beta = 1.0  # the original's Bayesian pruning uses KL / N without --beta_weight
     for key, value in DATASET_DEFAULTS[self.dataset].items():

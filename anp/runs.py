@@ -53,6 +53,9 @@ def restore_net(net, path, flag="--init_from"):
   Only variables present in both are loaded, so a standard model can initialise a
   masked one (the masks keep their initial values).
   """
+  from anp import original_ckpt  # late import: original_ckpt imports anp.runs
+  if original_ckpt.is_original(path):
+    return original_ckpt.restore_original(net, path)["prefix"]
   prefix = find_checkpoint(path, flag)
   status = tf.train.Checkpoint(net=net).restore(prefix).expect_partial()
   try:

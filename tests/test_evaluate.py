@@ -1,0 +1,214 @@
+"""--mode=eval: the paper's table, stronger attacks, EOT warnings and gradient-masking checks.
+
+A LeNet5 trained for 100 steps on a real MNIST slice (and a second one as black-box source)
+is evaluated on a few hundred test examples with short attacks.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from anp import evaluate
+from anp.config import Config
+from anp.errors import UserError
+from anp.runs import load_run
+from tests.helpers import SHARED_DATA, have_real_data, mnist_slice
+
+pytestmark = pytest.mark.skipif(not have_real_data(),
+                                reason=f"real MNIST not found in {SHARED_DATA}")
+
+# eps 0.1 with 20 steps of 0.01: a budget PGD can use, a standard model is partly robust.
+ATTACK = dict(eps=0.1, step_size=0.01, attack_steps=20)
+
+
+def train_run(model_dir, seed, steps):
+  from anp.train import run_train
+  run_train(Config(mode="train", dataset="mnist", method="standard", epochs=1,
+                   steps_per_epoch=steps, val_examples=0, seed=seed,
+                   model_dir=str(model_dir)), mnist_slice())
+  return str(model_dir)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("eval_runs")
+  return dict(target=train_run(root / "target", seed=0, steps=100),
+              source=train_run(root / "source", seed=1, steps=60))
+
+
+def eval_cfg(model_dir, **kw):
+  return Config(**{**dict(mode="eval", model_dir=model_dir, eval_examples=256, **ATTACK), **kw})
+
+
+def test_table_row_formats_like_the_readme():
+  result = dict(method="anp_vs", clean_acc=0.99054, adv_acc=0.91311, vulnerability=0.01704,
+                blackbox=dict(adv_acc=0.95431, vulnerability=0.0151), memory_pct=6.8112,
+                flops_ratio=10.5714, sparsity=0.84161)
+  assert evaluate.table_row(result) == \
+      "| ANP-VS | 99.05 | 91.31 | 95.43 | 0.017 | 0.015 | 6.81 | 10.57 | 84.16 |"
+  result.update(blackbox=None, memory_pct=None, flops_ratio=None, method="standard")
+  assert evaluate.table_row(result) == \
+      "| Standard | 99.05 | 91.31 | n/a | 0.017 | n/a | n/a | n/a | 84.16 |"
+  header = evaluate.markdown_table([]).splitlines()[0]
+  assert header == ("| Model | Clean Acc. | White Box Adversarial acc. | Black Box Adversarial "
+                    "acc. | White Box Vulnerability | Black Box Vulnerability | Memory | Flops "
+                    "| Sparsity |")
+
+
+def test_eval_writes_paper_table_blackbox_and_sanity(runs, tmp_path):
+  result = evaluate.run_eval(eval_cfg(runs["target"], source_model_dir=runs["source"],
+                                      sanity_checks=True), mnist_slice())
+  with open(os.path.join(runs["target"], "eval.json")) as f:
+    saved = json.load(f)
+  assert saved == json.loads(json.dumps(result))
+  for key in ("clean_acc", "adv_acc", "vulnerability", "layer_vulnerability", "sparsity",
+              "n_active", "n_units", "attack", "dataset", "method", "preprocess",
+              "blackbox", "memory_pct", "flops_ratio", "unit_vulnerability", "sanity"):
+    assert key in saved, key
+  assert saved["examples"] == 256 and saved["method"] == "standard"
+  assert saved["clean_acc"] > 0.8
+  assert saved["adv_acc"] < saved["clean_acc"] - 0.1
+  assert saved["max_linf"] <= ATTACK["eps"] + 1e-5
+  bb = saved["blackbox"]
+  assert saved["adv_acc"] <= bb["adv_acc"] + 0.03  # white box is the stronger attack
+  assert bb["adv_acc"] < saved["clean_acc"]
+  assert len(saved["layer_vulnerability"]) == 3 and saved["vulnerability"] > 0
+  assert bb["vulnerability"] > 0
+  assert len(saved["unit_vulnerability"]["values"]) == 500
+  assert saved["n_active"] == saved["n_units"] == [20, 50, 800, 500]
+  assert saved["sparsity"] == 0 and not saved["stochastic"]
+
+  sanity = saved["sanity"]
+  assert sanity["passed"] and not sanity["possible_gradient_masking"], sanity
+  assert set(sanity["checks"]) == {"eps_monotone", "steps_monotone", "large_eps",
+                                   "iterative_beats_single_step", "iterative_beats_noise",
+                                   "whitebox_beats_blackbox", "nonzero_gradients"}
+  assert sanity["checks"]["large_eps"]["adv_acc"] <= 0.02
+
+  lines = open(os.path.join(runs["target"], "eval.md")).read().splitlines()
+  assert lines[0].startswith("| Model | Clean Acc. | White Box Adversarial acc. |")
+  cells = [c.strip() for c in lines[2].strip("|").split("|")]
+  assert len(cells) == 9 and cells[0] == "Standard"
+  assert cells[1] == f"{100 * saved['clean_acc']:.2f}"
+  assert cells[3] == f"{100 * bb['adv_acc']:.2f}" and cells[8] == "0.00"
+  try:
+    import anp.efficiency  # noqa: F401
+    assert (cells[6], cells[7]) == ("100.00", "1.00")
+  except ImportError:
+    assert (cells[6], cells[7]) == ("n/a", "n/a")
+
+  from anp.report import run_report
+  out = run_report(Config(mode="report", runs=runs["target"], report_dir=str(tmp_path)))
+  assert lines[2] in open(out["report"]).read()
+
+
+def test_strongest_is_the_per_example_worst_case(runs):
+  result = evaluate.run_eval(eval_cfg(runs["target"], attack="strongest"), mnist_slice())
+  per = result["per_attack"]
+  assert list(per) == list(evaluate.STRONGEST)
+  assert result["adv_acc"] <= min(per.values())
+  assert per["apgd-ce"] <= per["pgd"] + 0.02  # APGD is not weaker than PGD
+  assert result["adv_acc"] < result["clean_acc"]
+  assert result["attack"]["name"] == "strongest"
+
+
+class InputQuantized:
+  """A gradient-masked model: it rounds its input, so input gradients are exactly zero."""
+
+  def __init__(self, net):
+    self.net = net
+
+  def __call__(self, x, training=False, return_features=False):
+    x = x * 0.0 + tf.stop_gradient(tf.round(x))
+    return self.net(x, training=training, return_features=return_features)
+
+
+class Noisy:
+  """A model whose inference is random (noise on the logits)."""
+
+  def __init__(self, net):
+    self.net = net
+
+  def __call__(self, x, training=False, return_features=False):
+    logits, feats = self.net(x, training=training, return_features=True)
+    logits = logits + tf.random.normal(tf.shape(logits), stddev=0.5)
+    return (logits, feats) if return_features else logits
+
+
+def test_sanity_checks_flag_a_gradient_masked_model(runs):
+  net, _ = load_run(runs["target"])
+  _, _, x, y = mnist_slice()
+  x = tf.constant(x[:200], tf.float32) / 255.0
+  y = tf.constant(y[:200])
+  spec = evaluate.AttackSpec("pgd", eps=0.1, step_size=0.01, steps=20)
+  masked = evaluate.sanity_checks(InputQuantized(net), x, y, spec, verbose=False)
+  assert masked["possible_gradient_masking"], masked
+  assert "nonzero_gradients" in masked["failed"]
+  assert masked["checks"]["nonzero_gradients"]["fraction_nonzero"] == 0.0
+  normal = evaluate.sanity_checks(net, x, y, spec, verbose=False)
+  assert normal["passed"], normal
+
+
+def test_stochastic_model_without_eot_warns(runs, monkeypatch, capsys, tmp_path):
+  net, run_cfg = load_run(runs["target"])
+  assert not evaluate.is_stochastic(net, tf.zeros([4, 28, 28, 1]))
+  assert evaluate.is_stochastic(Noisy(net), tf.zeros([4, 28, 28, 1]))
+  monkeypatch.setattr(evaluate, "load_model", lambda *a, **k: (Noisy(net), run_cfg, "run"))
+  cfg = eval_cfg(str(tmp_path), eval_examples=64, attack_steps=3)
+  result = evaluate.run_eval(cfg, mnist_slice())
+  assert result["stochastic"]
+  assert any("--eot_samples" in w for w in result["warnings"])
+  assert "WARNING" in capsys.readouterr().out
+  with open(tmp_path / "eval.json") as f:
+    assert json.load(f)["warnings"] == result["warnings"]
+
+  result = evaluate.run_eval(eval_cfg(str(tmp_path), eval_examples=64, attack_steps=3,
+                                      eot_samples=2), mnist_slice())
+  assert result["stochastic"] and not any("--eot_samples" in w for w in result["warnings"])
+  assert result["attack"]["eot_samples"] == 2
+
+
+def test_bad_model_dirs_are_user_errors(runs, tmp_path):
+  with pytest.raises(UserError, match="--model_dir"):
+    evaluate.run_eval(eval_cfg(str(tmp_path / "nothing")), mnist_slice())
+  with pytest.raises(UserError, match="--source_model_dir"):
+    evaluate.run_eval(eval_cfg(runs["target"], eval_examples=8, attack_steps=1,
+                               source_model_dir=str(tmp_path)), mnist_slice())
+
+
+def test_restarts_and_each_single_attack_run(runs):
+  x, y = mnist_slice()[2:]
+  ds = tf.data.Dataset.from_tensor_slices((x[:128].astype(np.float32) / 255.0, y[:128]))
+  net, _ = load_run(runs["target"])
+  accs = {}
+  for name in evaluate.ATTACKS:
+    spec = evaluate.AttackSpec(name, eps=0.1, step_size=0.01, steps=10,
+                               restarts=2 if name == "pgd" else 1)
+    r = evaluate.evaluate_net(net, ds.batch(64), evaluate.make_attack(spec), 128,
+                              verbose=False)
+    accs[name] = r["adv_acc"]
+    assert r["adv_acc"] <= r["clean_acc"] + 1e-9 and r["max_linf"] <= 0.1 + 1e-5, name
+  assert max(accs.values()) < 0.95, accs
+
+
+def test_efficiency_columns_come_from_anp_efficiency(monkeypatch):
+  import sys
+  import types
+
+  import anp
+  calls = []
+  fake = types.ModuleType("anp.efficiency")
+
+  def paper_columns(arch, n_active, unit_counts, n_classes):
+    calls.append((arch, n_active, unit_counts, n_classes))
+    return dict(memory_pct=6.8112, flops_ratio=10.5714, sparsity_pct=84.16)
+
+  fake.paper_columns = paper_columns
+  monkeypatch.setitem(sys.modules, "anp.efficiency", fake)
+  monkeypatch.setattr(anp, "efficiency", fake, raising=False)
+  cols = evaluate.efficiency_columns("lenet", [7, 25, 105, 30], (20, 50, 800, 500), 10)
+  assert cols == dict(memory_pct=6.8112, flops_ratio=10.5714)
+  assert calls == [("lenet", [7, 25, 105, 30], [20, 50, 800, 500], 10)]

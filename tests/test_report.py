@@ -1,0 +1,99 @@
+"""--mode=report: the markdown table and the figures from eval.json files."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from anp import report
+from anp.config import Config
+from anp.errors import UserError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_eval(method, clean, adv, vul, n_active, *, blackbox=None, memory=None, flops=None,
+              seed=0):
+  units = [20, 50, 800, 500]
+  rng = np.random.default_rng(seed)
+  values = rng.exponential(vul, 500)
+  values[: 500 - n_active[-1]] = 0.0
+  return dict(
+      clean_acc=clean, adv_acc=adv, vulnerability=vul, layer_vulnerability=[vul, vul, vul],
+      unit_vulnerability=dict(layer=2, values=values.tolist()), examples=1000,
+      per_attack={"pgd": adv}, method=method, dataset="mnist", architecture="lenet",
+      preprocess="pixel", attack=dict(name="pgd", eps=0.3, step_size=0.01, steps=40,
+                                      restarts=1, eot_samples=1),
+      blackbox=blackbox, n_active=n_active, n_units=units,
+      sparsity=1 - sum(n_active) / sum(units), memory_pct=memory, flops_ratio=flops,
+      warnings=[], sanity=None)
+
+
+def write_run(path, result):
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "eval.json"), "w") as f:
+    json.dump(result, f)
+  return str(path)
+
+
+def assert_png(path):
+  with open(path, "rb") as f:
+    assert f.read(8) == PNG_SIGNATURE, path
+  import matplotlib.image
+  image = matplotlib.image.imread(path)
+  assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+  assert image.std() > 0  # not blank
+
+
+def test_report_table_and_figures(tmp_path):
+  std = write_run(tmp_path / "std", fake_eval("standard", 0.9929, 0.0, 0.129,
+                                              [20, 50, 800, 500], memory=100.0, flops=1.0,
+                                              blackbox=dict(adv_acc=0.0802, vulnerability=0.113,
+                                                            source_model_dir="src")))
+  anp = write_run(tmp_path / "anp_vs", fake_eval("anp_vs", 0.9905, 0.9131, 0.017,
+                                                 [7, 25, 105, 30], seed=1))
+  out = tmp_path / "out"
+  paths = report.run_report(Config(mode="report", runs=f"{std}, {anp}", report_dir=str(out)))
+
+  text = (out / "report.md").read_text()
+  assert ("| Model | Clean Acc. | White Box Adversarial acc. | Black Box Adversarial acc. | "
+          "White Box Vulnerability | Black Box Vulnerability | Memory | Flops | Sparsity |"
+          ) in text
+  assert "| Standard | 99.29 | 0.00 | 8.02 | 0.129 | 0.113 | 100.00 | 1.00 | 0.00 |" in text
+  sparsity = 100 * (1 - 167 / 1370)
+  assert (f"| ANP-VS | 99.05 | 91.31 | n/a | 0.017 | n/a | n/a | n/a | {sparsity:.2f} |"
+          in text)
+  for name in (report.UNITS_PNG, report.VULN_PNG, report.LAYER_PNG):
+    assert f"]({name})" in text
+    assert_png(out / name)
+  assert len(paths["plots"]) == 3
+
+
+def test_same_method_twice_gets_folder_names(tmp_path):
+  a = write_run(tmp_path / "seed0", fake_eval("at", 0.99, 0.88, 0.04, [20, 50, 800, 500]))
+  b = write_run(tmp_path / "seed1", fake_eval("at", 0.98, 0.87, 0.05, [20, 50, 800, 500]))
+  report.run_report(Config(mode="report", runs=f"{a},{b}", report_dir=str(tmp_path / "o")))
+  text = (tmp_path / "o" / "report.md").read_text()
+  assert "| AT (seed0) |" in text and "| AT (seed1) |" in text
+
+
+def test_missing_runs_and_eval_json_name_the_run(tmp_path):
+  good = write_run(tmp_path / "good", fake_eval("bp", 0.99, 0.0, 0.09, [9, 18, 65, 25]))
+  missing = str(tmp_path / "nope")
+  with pytest.raises(UserError, match="nope.*does not exist"):
+    report.run_report(Config(mode="report", runs=f"{good},{missing}",
+                             report_dir=str(tmp_path / "o")))
+  os.makedirs(tmp_path / "not_evaluated")
+  with pytest.raises(UserError, match="not_evaluated.*no eval.json.*--mode=eval"):
+    report.run_report(Config(mode="report", runs=f"{good},{tmp_path / 'not_evaluated'}",
+                             report_dir=str(tmp_path / "o")))
+  (tmp_path / "broken").mkdir()
+  (tmp_path / "broken" / "eval.json").write_text("{not json")
+  with pytest.raises(UserError, match="broken"):
+    report.run_report(Config(mode="report", runs=str(tmp_path / "broken"),
+                             report_dir=str(tmp_path / "o")))
+  with pytest.raises(UserError, match="--runs"):
+    report.run_report(Config(mode="report", runs=" , ", report_dir=str(tmp_path / "o")))
+  with pytest.raises(UserError, match="--report_dir"):
+    report.run_report(Config(mode="report", runs=good, report_dir=None))
