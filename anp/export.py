@@ -228,10 +228,20 @@ class _Serving(tf.Module):
     super().__init__()
     self.model = model
     self.standardize = standardize
+    self.image_shape = tuple(int(d) for d in image_shape)
     spec = tf.TensorSpec((None,) + tuple(image_shape), tf.float32, name="images")
     self.serve = tf.function(self._serve, input_signature=[spec])
 
   def _serve(self, images):
+    # Signature wrappers do not enforce the declared shape: check it, or a wrong image size
+    # could flow through Flatten/gather into a silently wrong answer.
+    expected = tf.constant(self.image_shape, tf.int32)
+    check = tf.debugging.assert_equal(
+        tf.shape(images)[1:], expected,
+        message="images must have shape [batch, %d, %d, %d] (float32 pixels in [0, 1])"
+        % self.image_shape)
+    with tf.control_dependencies([check]):
+      images = tf.identity(images)
     x = tf.image.per_image_standardization(images) if self.standardize else images
     logits = self.model(x, training=False)
     return {"probabilities": tf.nn.softmax(logits),

@@ -1,0 +1,198 @@
+"""Compact pruned models and SavedModels for TF Serving."""
+
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from anp.config import Config, run_config_path
+from anp.export import compact_model, count_params, save_for_serving
+from models.lenet import LeNet5
+from models.vgg import VGG
+from tests.helpers import REPO, SHARED_DATA, have_real_data, mnist_slice
+
+
+def _prune_randomly(net, rng, fraction=0.3):
+  for mask in net.masks:
+    a_uc = rng.uniform(-1.0, 2.0, mask.units).astype(np.float32)
+    a_uc[rng.random(mask.units) < fraction] = -10.0  # E[pi] ~ 1e-4: pruned
+    mask.a_uc.assign(a_uc)
+
+
+def _lenet(rng, masked=True):
+  net = LeNet5(masked=masked)
+  net(tf.zeros([1, 28, 28, 1]))
+  if masked:
+    _prune_randomly(net, rng)
+  return net
+
+
+def _vgg(rng, standardize):
+  net = VGG(standardize=standardize)
+  net(tf.zeros([1, 32, 32, 3]))
+  for bn in [b["bn"] for b in net.blocks] + [net.bn_fc1]:
+    n = bn.gamma.shape[0]
+    bn.gamma.assign(rng.uniform(0.5, 1.5, n))
+    bn.beta.assign(rng.normal(0.3, 0.5, n))  # pruned channels leave non-zero constants
+    bn.moving_mean.assign(rng.normal(0, 0.5, n))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, n))
+  _prune_randomly(net, rng)
+  return net
+
+
+def _images(n=64):
+  if have_real_data():
+    return tf.constant(mnist_slice()[2][:n], tf.float32) / 255.0
+  return tf.random.uniform([n, 28, 28, 1])
+
+
+class CompactModelTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_lenet_compact_matches_masked_logits_and_counts(self):
+    net = _lenet(np.random.default_rng(0))
+    compact = compact_model(net)
+    x = _images()
+    self.assertAllClose(net(x, training=False), compact(x), atol=1e-4, rtol=0)
+    self.assertEmpty([l for l in compact.layers if "bbd" in l.name])
+    n1, n2, _, n4 = net.n_active()
+    keep2 = net.bbd2.keep().numpy()
+    keep3 = net.bbd3.keep().numpy().reshape(16, 50)
+    n3 = int(np.sum(keep3[:, keep2]))  # flattened features of kept channels kept by bbd3
+    expected = (25 * n1 + n1) + (25 * n1 * n2 + n2) + (n3 * n4 + n4) + (n4 * 10 + 10)
+    self.assertEqual(count_params(compact), expected)
+    self.assertLess(expected, 431080)
+
+  def test_unmasked_lenet_is_unchanged(self):
+    net = _lenet(np.random.default_rng(1), masked=False)
+    compact = compact_model(net)
+    x = _images(16)
+    self.assertAllClose(net(x), compact(x), atol=1e-5, rtol=0)
+    self.assertEqual(count_params(compact), 431080)
+
+  @parameterized.parameters(True, False)
+  def test_vgg_compact_matches_masked_logits(self, standardize):
+    rng = np.random.default_rng(2)
+    net = _vgg(rng, standardize)
+    self.assertLess(net.n_active()[12], 512)  # a pruned channel in the last conv block
+    compact = compact_model(net)
+    x = tf.random.uniform([8, 32, 32, 3])
+    ref = net(x, training=False)
+    self.assertAllClose(ref, compact(x), atol=1e-4, rtol=0)
+    self.assertGreater(float(tf.math.reduce_std(ref)), 1e-3)  # not a trivial output
+    self.assertLess(count_params(compact), sum(int(np.prod(v.shape)) for v in net.weights))
+
+  def test_training_net_is_not_modified(self):
+    net = _lenet(np.random.default_rng(3))
+    before = [v.numpy().copy() for v in net.weights]
+    compact_model(net)
+    for b, v in zip(before, net.weights):
+      self.assertAllEqual(b, v.numpy())
+
+
+SERVE_SCRIPT = r"""
+import json, sys
+import numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+fn = loaded.signatures["serving_default"]
+body = json.loads(open(sys.argv[2]).read())
+out = fn(images=tf.constant(np.asarray(body["instances"], np.float32)))
+print(json.dumps({"classes": out["classes"].numpy().tolist(),
+                  "probabilities": out["probabilities"].numpy().tolist(),
+                  "n_params": int(sum(np.prod(s) for n, s in tf.train.list_variables(
+                      sys.argv[1] + "/variables/variables") if "OBJECT_GRAPH" not in n))}))
+"""
+
+
+class SavedModelTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.net = _lenet(np.random.default_rng(4))
+    cls.compact = compact_model(cls.net)
+    cls.export_dir = os.path.join(tf.compat.v1.test.get_temp_dir(), "export")
+    cls.path = save_for_serving(cls.compact, cls.export_dir, (28, 28, 1))
+
+  def test_version_directory(self):
+    self.assertEqual(os.path.basename(self.path), "1")
+    self.assertTrue(os.path.isfile(os.path.join(self.path, "saved_model.pb")))
+
+  def test_fresh_process_rest_body_gives_keras_classes(self):
+    x = _images(8)
+    body = os.path.join(self.get_temp_dir(), "request.json")
+    with open(body, "w") as f:
+      json.dump({"instances": x.numpy().tolist()}, f)  # TF Serving's REST row format
+    out = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, self.path, body],
+                         capture_output=True, text=True, timeout=300, env={**os.environ,
+                                                                           "TF_CPP_MIN_LOG_LEVEL": "3"})
+    self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    keras_classes = np.argmax(self.net(x, training=False).numpy(), -1)
+    self.assertEqual(result["classes"], keras_classes.tolist())
+    self.assertAllClose(np.sum(result["probabilities"], -1), np.ones(8), atol=1e-5)
+    self.assertEqual(result["n_params"], count_params(self.compact))
+
+  def test_saved_model_cli_lists_the_signature(self):
+    cmd = ([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"], )[0]
+    out = subprocess.run(cmd + ["show", "--dir", self.path, "--tag_set", "serve",
+                                "--signature_def", "serving_default"],
+                         capture_output=True, text=True, timeout=300)
+    self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+    for name in ("images", "probabilities", "classes"):
+      self.assertIn(f"['{name}']", out.stdout)
+    self.assertIn("(-1, 28, 28, 1)", out.stdout)
+
+  def test_wrong_shape_or_dtype_is_rejected(self):
+    fn = tf.saved_model.load(self.path).signatures["serving_default"]
+    with self.assertRaisesRegex((ValueError, TypeError, tf.errors.InvalidArgumentError),
+                                r"images must have shape \[batch, 28, 28, 1\]"):
+      fn(images=tf.zeros([2, 32, 32, 3]))
+    with self.assertRaisesRegex((ValueError, TypeError, tf.errors.InvalidArgumentError),
+                                r"images must have shape"):
+      fn(images=tf.zeros([2, 32, 32, 1]))
+    with self.assertRaisesRegex((ValueError, TypeError, tf.errors.InvalidArgumentError),
+                                "float tensor but is a int32"):
+      fn(images=tf.zeros([2, 28, 28, 1], tf.int32))
+
+
+@unittest.skipUnless(have_real_data(), f"real MNIST not found in {SHARED_DATA}")
+class PruneCommandTest(tf.test.TestCase):
+
+  def test_prune_then_eval_the_export(self):
+    run = os.path.join(self.get_temp_dir(), "run")
+    os.makedirs(run)
+    net = _lenet(np.random.default_rng(5))
+    tf.train.Checkpoint(net=net).save(os.path.join(run, "ckpt"))
+    Config(dataset="mnist", method="anp_vs", model_dir=run).save(run_config_path(run))
+    out_dir = os.path.join(self.get_temp_dir(), "serving")
+    main = os.path.join(REPO, "main.py")
+    common = [f"--data_dir={SHARED_DATA}", "--eval_examples=200"]
+    out = subprocess.run([sys.executable, main, "--mode=prune", f"--model_dir={run}",
+                          f"--export_dir={out_dir}", *common],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    report = json.load(open(os.path.join(out_dir, "pruning.json")))
+    self.assertEqual(report["n_active"], net.n_active())
+    self.assertLessEqual(report["max_abs_logit_diff"], 1e-4)
+    self.assertLess(report["params"]["compact"], report["params"]["dense"])
+    self.assertGreater(report["flops"]["ratio"], 1.0)
+    for key in ("memory_pct", "flops_ratio", "sparsity_pct"):
+      self.assertIn(key, report["paper"])
+
+    evals = []
+    for model_dir in (run, os.path.join(out_dir, "1")):
+      out = subprocess.run([sys.executable, main, "--mode=eval", f"--model_dir={model_dir}",
+                            "--attack_steps=5", *common],
+                           capture_output=True, text=True, timeout=600, cwd=REPO)
+      self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+      evals.append(json.load(open(os.path.join(model_dir, "eval.json"))))
+    self.assertAlmostEqual(evals[0]["clean_acc"], evals[1]["clean_acc"], places=6)
+
+
+if __name__ == "__main__":
+  tf.test.main()
