@@ -15,7 +15,6 @@ layer. The original code counts such channels as removed without accounting for 
 import dataclasses
 import json
 import os
-import shutil
 
 import keras
 import numpy as np
@@ -336,7 +335,7 @@ def run_export(cfg, arrays=None):
   serving_cfg = dataclasses.replace(run_cfg, preprocess="pixel")  # the export takes pixels
   os.makedirs(cfg.export_dir, exist_ok=True)
   if cfg.mode == "export":
-    model = keras.Sequential([keras.Input(info.image_shape), _InferenceOnly(net)])
+    model = keras.Sequential([keras.Input(info.image_shape), InferenceOnly(net)])
     path = save_for_serving(model, cfg.export_dir, info.image_shape, standardize, serving_cfg)
     print(f"SavedModel written to {path}")
     return dict(path=path)
@@ -355,7 +354,7 @@ def run_export(cfg, arrays=None):
   return report
 
 
-class _InferenceOnly(layers.Layer):
+class InferenceOnly(layers.Layer):
   """Wraps a masked net so that it always runs in inference mode (masks at E[pi])."""
 
   def __init__(self, net, **kwargs):
@@ -365,6 +364,3 @@ class _InferenceOnly(layers.Layer):
   def call(self, x):
     return self.net(x, training=False)
 
-
-__all__ = ["compact_model", "save_for_serving", "load_saved_model", "run_export",
-           "pruning_report", "count_params", "shutil"]

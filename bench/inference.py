@@ -1,0 +1,89 @@
+"""Inference speed of the dense (masked) vs the compact pruned SavedModel on this machine.
+
+  python bench/inference.py --model_dir=RUN           # a trained masked run
+  python bench/inference.py --arch=lenet --prune=0.8  # a synthetic net, 80% of units pruned
+
+Both models are exported as SavedModels (`serving_default`) and timed through the loaded
+signature: latency at batch 1 (median of --calls calls) and throughput at batch 256.
+Prints one JSON object per model and one with the speedups next to the FLOPs ratio.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from anp.efficiency import forward_flops  # noqa: E402
+from anp.export import InferenceOnly, compact_model, save_for_serving  # noqa: E402
+from anp.runs import load_run  # noqa: E402
+from models.lenet import LeNet5  # noqa: E402
+from models.vgg import VGG  # noqa: E402
+
+flags.DEFINE_string("model_dir", None, "A trained masked run; default: a synthetic net.")
+flags.DEFINE_enum("arch", "lenet", ["lenet", "vgg"], "Synthetic net without --model_dir.")
+flags.DEFINE_float("prune", 0.8, "Fraction of units the synthetic net prunes.")
+flags.DEFINE_integer("calls", 200, "Timed calls at batch 1.")
+flags.DEFINE_integer("batches", 10, "Timed calls at batch 256.")
+FLAGS = flags.FLAGS
+
+
+def synthetic_net():
+  net = LeNet5() if FLAGS.arch == "lenet" else VGG()
+  shape = (28, 28, 1) if FLAGS.arch == "lenet" else (32, 32, 3)
+  net(tf.zeros((1,) + shape))
+  rng = np.random.default_rng(0)
+  for mask in net.masks:
+    a_uc = np.full(mask.units, 2.0, np.float32)
+    a_uc[rng.random(mask.units) < FLAGS.prune] = -10.0
+    mask.a_uc.assign(a_uc)
+  return net, shape
+
+
+def timed(fn, x, calls):
+  fn(images=x)
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    fn(images=x)["classes"].numpy()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def main(_):
+  if FLAGS.model_dir:
+    net, _ = load_run(FLAGS.model_dir)
+    shape = (28, 28, 1) if isinstance(net, LeNet5) else (32, 32, 3)
+  else:
+    net, shape = synthetic_net()
+  compact = compact_model(net)
+  dense = keras.Sequential([keras.Input(shape), InferenceOnly(net)])
+  out = tempfile.mkdtemp()
+  results = {}
+  for name, model in (("dense", dense), ("compact", compact)):
+    fn = tf.saved_model.load(save_for_serving(model, os.path.join(out, name), shape)
+                             ).signatures["serving_default"]
+    latency = timed(fn, tf.random.uniform((1,) + shape), FLAGS.calls)
+    batch = timed(fn, tf.random.uniform((256,) + shape), FLAGS.batches)
+    flops = forward_flops(lambda t, m=model: m(t, training=False), shape)
+    results[name] = dict(model=name, latency_ms_batch1=1000 * latency,
+                         images_per_s_batch256=256 / batch, mflops_per_image=flops / 1e6)
+    print(json.dumps(results[name]), flush=True)
+  d, c = results["dense"], results["compact"]
+  print(json.dumps(dict(
+      units_kept=net.n_active(), units_total=list(net.unit_counts),
+      latency_speedup=d["latency_ms_batch1"] / c["latency_ms_batch1"],
+      throughput_speedup=c["images_per_s_batch256"] / d["images_per_s_batch256"],
+      flops_ratio=d["mflops_per_image"] / c["mflops_per_image"])), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
