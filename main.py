@@ -6,9 +6,12 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
+from absl import flags as absl_flags  # noqa: E402
 
 import flags  # noqa: E402,F401  (defines the flags)
 from anp.errors import UserError  # noqa: E402
+
+absl_flags.adopt_module_key_flags(flags)  # --help lists the anp flags
 
 
 def run(cfg, arrays=None):

@@ -5,8 +5,9 @@
 
 * `report.md`: one markdown table, a row per run, with the columns and units of the original
   README (accuracies %, vulnerabilities, Memory %, Flops x, Sparsity %), then what each row
-  was measured with (attack, examples, black-box source, warnings, sanity checks) and the
-  figures;
+  was measured with (attack, examples, black-box source, warnings, sanity checks), a second
+  table of robust accuracy per attack when runs were evaluated with several attacks
+  (`--attack=strongest`), and the figures;
 * `units_per_layer.png`: units kept per mask site, grouped bars per run (one panel per
   architecture), the full network's units as outlines;
 * `vulnerability_distribution.png`: per run, the histogram of the per-unit vulnerability
@@ -184,6 +185,22 @@ def _describe(name, run, result):
   return line
 
 
+def attack_table(results, names):
+  """Robust accuracy (%) per attack and the per-example worst case; '' without such runs."""
+  attacks = []
+  for r in results:
+    attacks += [a for a in (r.get("per_attack") or {}) if a not in attacks]
+  if not any(len(r.get("per_attack") or {}) > 1 for r in results):
+    return ""
+  header = ["Model"] + attacks + ["Worst case"]
+  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  for r, name in zip(results, names):
+    per = r.get("per_attack") or {}
+    cells = [f"{100 * per[a]:.2f}" if a in per else "" for a in attacks]
+    lines.append("| " + " | ".join([name] + cells + [f"{100 * r['adv_acc']:.2f}"]) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def run_report(cfg):
   """Writes report.md and the PNG figures into --report_dir; returns their paths."""
   runs = parse_runs(cfg.runs)
@@ -204,6 +221,12 @@ def run_report(cfg):
            "Memory in % of the full network, Flops as the speed-up ratio, Sparsity in % of "
            "units pruned (the original README's columns).", "", table,
            "## Runs", ""]
+  per_attack = attack_table(results, names)
+  if per_attack:
+    lines[-2:-2] = ["## Robust accuracy per attack", "",
+                    "White-box accuracy (%) under each attack of `--attack=strongest`; the worst "
+                    "case counts an example as robust only if every attack fails on it.", "",
+                    per_attack]
   lines += [_describe(n, run, r) for n, run, r in zip(names, runs, results)]
   lines += ["", "## Figures", "", f"![Units kept per layer]({UNITS_PNG})", "",
             f"![Distribution of feature vulnerability]({VULN_PNG})", "",

@@ -92,5 +92,5 @@ def run_train(cfg, arrays=None):
       keras.callbacks.TensorBoard(os.path.join(cfg.model_dir, "logs"), update_freq="epoch"),
   ]
   return trainer.fit(train_ds, epochs=cfg.epochs, initial_epoch=int(epoch_var.numpy()),
-                     steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+                     steps_per_epoch=steps_per_epoch, validation_data=val_ds, shuffle=False,
                      callbacks=callbacks, verbose=1 if os.isatty(1) else 2)

@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from attacks import common, losses
+from attacks import common
 
 
 def apgd_checkpoints(steps):
@@ -56,15 +56,11 @@ def apgd(model_fn, x, y, eps, steps=100, *, loss="ce", rho=0.75, alpha=0.75, cli
     the EOT-averaged logits), else the iterate of highest loss. Plain TF ops (one
     tf.while_loop): works eagerly and inside tf.function.
   """
-  x, y = common.check_inputs(x, y)
-  common.check_nonnegative(eps=eps)
-  steps = common.check_steps(steps, python_int=True)
-  eot_samples = common.check_eot(eot_samples)
-  common.check_clip(clip_min, clip_max)
+  x, y, steps, eot_samples, loss_fn = common.check_attack_args(
+      x, y, steps, eot_samples, clip_min, clip_max, loss, python_int=True, eps=eps)
   for name, value in (("rho", rho), ("alpha", alpha)):
     if not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
       raise ValueError(f"Expected 0 <= {name} <= 1. Received: {name}={value!r}")
-  loss_fn = losses.get(loss)
   dtype = x.dtype
   eps = tf.cast(eps, dtype)
   project = common.linf_projector(x, eps, clip_min, clip_max)

@@ -74,6 +74,17 @@ def check_inputs(x, y):
   return x, y
 
 
+def check_attack_args(x, y, steps, eot_samples, clip_min, clip_max, loss, python_int=False,
+                      **nonnegative):
+  """The checks every iterative attack makes; returns (x, y, steps, eot_samples, loss_fn)."""
+  x, y = check_inputs(x, y)
+  check_nonnegative(**nonnegative)
+  steps = check_steps(steps, python_int=python_int)
+  eot_samples = check_eot(eot_samples)
+  check_clip(clip_min, clip_max)
+  return x, y, steps, eot_samples, losses.get(loss)
+
+
 # ----------------------------------------------------------------------------------------------
 # Gradients with expectation over transformation.
 

@@ -6,7 +6,7 @@ when called inside `tf.function` (see `attacks.compiled`).
 
 import tensorflow as tf
 
-from attacks import common, losses
+from attacks import common
 
 
 def pgd(model_fn, x, y, eps, step_size, steps, *, rand_init=True, clip_min=0.0, clip_max=1.0,
@@ -28,12 +28,8 @@ def pgd(model_fn, x, y, eps, step_size, steps, *, rand_init=True, clip_min=0.0, 
   Returns:
     x_adv like x: the last iterate, within eps of x and within [clip_min, clip_max].
   """
-  x, y = common.check_inputs(x, y)
-  common.check_nonnegative(eps=eps, step_size=step_size)
-  steps = common.check_steps(steps)
-  eot_samples = common.check_eot(eot_samples)
-  common.check_clip(clip_min, clip_max)
-  loss_fn = losses.get(loss)
+  x, y, steps, eot_samples, loss_fn = common.check_attack_args(
+      x, y, steps, eot_samples, clip_min, clip_max, loss, eps=eps, step_size=step_size)
   eps = tf.cast(eps, x.dtype)
   step_size = tf.cast(step_size, x.dtype)
   project = common.linf_projector(x, eps, clip_min, clip_max)
@@ -66,12 +62,8 @@ def l2_pgd(model_fn, x, y, eps, step_size, steps, *, rand_init=True, clip_min=0.
   x clipped to [clip_min, clip_max] (clipping only shrinks delta when x is inside the box).
   Other arguments as in `pgd`.
   """
-  x, y = common.check_inputs(x, y)
-  common.check_nonnegative(eps=eps, step_size=step_size)
-  steps = common.check_steps(steps)
-  eot_samples = common.check_eot(eot_samples)
-  common.check_clip(clip_min, clip_max)
-  loss_fn = losses.get(loss)
+  x, y, steps, eot_samples, loss_fn = common.check_attack_args(
+      x, y, steps, eot_samples, clip_min, clip_max, loss, eps=eps, step_size=step_size)
   eps = tf.cast(eps, x.dtype)
   step_size = tf.cast(step_size, x.dtype)
   tiny = tf.constant(1e-12, x.dtype)

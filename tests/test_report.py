@@ -68,6 +68,21 @@ def test_report_table_and_figures(tmp_path):
     assert f"]({name})" in text
     assert_png(out / name)
   assert len(paths["plots"]) == 3
+  assert "Robust accuracy per attack" not in text  # PGD only: no per-attack table
+
+
+def test_per_attack_table_for_strongest_runs(tmp_path):
+  strong = fake_eval("anp_vs", 0.99, 0.85, 0.02, [7, 25, 105, 30])
+  strong.update(per_attack={"pgd": 0.9, "apgd-ce": 0.87, "apgd-dlr": 0.86, "cw": 0.88},
+                attack=dict(strong["attack"], name="strongest"))
+  runs = ",".join([write_run(tmp_path / "a", strong),
+                   write_run(tmp_path / "s", fake_eval("standard", 0.99, 0.0, 0.1,
+                                                       [20, 50, 800, 500]))])
+  report.run_report(Config(mode="report", runs=runs, report_dir=str(tmp_path / "o")))
+  text = (tmp_path / "o" / "report.md").read_text()
+  assert "| Model | pgd | apgd-ce | apgd-dlr | cw | Worst case |" in text
+  assert "| ANP-VS | 90.00 | 87.00 | 86.00 | 88.00 | 85.00 |" in text
+  assert "| Standard | 0.00 |  |  |  | 0.00 |" in text
 
 
 def test_same_method_twice_gets_folder_names(tmp_path):
