@@ -147,6 +147,11 @@ def forward_flops(fn, image_shape):
   """
   spec = tf.TensorSpec([1, *image_shape], tf.float32)
   graph = tf.function(fn).get_concrete_function(spec).graph
-  options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-  options["output"] = "none"
-  return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+  logger, level = tf.get_logger(), tf.get_logger().level
+  logger.setLevel("ERROR")  # the v1 profiler logs a deprecation notice on every call
+  try:
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+  finally:
+    logger.setLevel(level)

@@ -38,9 +38,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from anp import data
+from anp import data, efficiency
 from anp.config import Config, run_config_path
 from anp.errors import UserError
+from anp.export import PRUNING_JSON, load_saved_model
 from anp.runs import RunError, architecture, load_run
 
 ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "cw")
@@ -210,7 +211,11 @@ def make_eval_step(net, attacks, source=None, feature_layer=-1):
 def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, label=None):
   """Runs `step` over a dataset and aggregates: fractions and mean vulnerabilities."""
   clean, adv, per, linf, layer_vul, unit_vul, total = [], [], [], [], 0.0, 0.0, 0
-  bar = keras.utils.Progbar(n_examples, unit_name="example", verbose=1 if verbose else 0)
+  adv_label = label or "adv_acc"
+  # Running accuracies over all examples so far (Keras 3's Progbar shows the last value given).
+  bar = keras.utils.Progbar(n_examples, unit_name="example", verbose=1 if verbose else 0,
+                            stateful_metrics=["clean_acc", adv_label])
+  n_clean = n_adv = 0
   for x, y in dataset:
     out = step(x, y)
     c, a = out["clean"].numpy(), out["adv"].numpy()
@@ -219,8 +224,8 @@ def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, labe
     if "layer_vul" in out:
       layer_vul = layer_vul + out["layer_vul"].numpy().astype(np.float64)
       unit_vul = unit_vul + out["unit_vul"].numpy().astype(np.float64)
-    total += len(c)
-    bar.add(len(c), [("clean_acc", float(np.mean(c))), (label or "adv_acc", float(np.mean(a)))])
+    total, n_clean, n_adv = total + len(c), n_clean + int(c.sum()), n_adv + int(a.sum())
+    bar.add(len(c), [("clean_acc", n_clean / total), (adv_label, n_adv / total)])
   if total == 0:
     raise UserError("No test examples to evaluate (check --eval_examples and the data).")
   clean, adv = np.concatenate(clean), np.concatenate(adv)
@@ -477,11 +482,7 @@ def format_table(result):
 
 
 def efficiency_columns(arch, n_active, unit_counts, n_classes):
-  """{memory_pct, flops_ratio} from anp.efficiency, or Nones when it is not available."""
-  try:
-    from anp import efficiency
-  except ImportError:
-    return dict(memory_pct=None, flops_ratio=None)
+  """{memory_pct, flops_ratio}: the paper's columns (`anp.efficiency`)."""
   cols = efficiency.paper_columns(arch, list(n_active), list(unit_counts), n_classes)
   return dict(memory_pct=float(cols["memory_pct"]), flops_ratio=float(cols["flops_ratio"]))
 
@@ -501,11 +502,7 @@ class SavedModelNet:
   unit_counts = ()
 
   def __init__(self, path):
-    try:
-      from anp import export
-      loaded = export.load_saved_model(path)
-    except ImportError:
-      loaded = tf.saved_model.load(path)
+    loaded = load_saved_model(path)
     self.loaded = loaded
     self.fn = loaded.signatures["serving_default"] if hasattr(loaded, "signatures") else loaded
 
@@ -639,12 +636,18 @@ def run_eval(cfg, arrays=None, verbose=True):
     result.update(n_active=n_active, n_units=list(net.unit_counts), sparsity=net.sparsity(),
                   **efficiency_columns(result["architecture"], n_active, net.unit_counts,
                                        info.n_classes))
+  elif kind == "saved_model" and os.path.isfile(os.path.join(cfg.model_dir, PRUNING_JSON)):
+    with open(os.path.join(cfg.model_dir, PRUNING_JSON)) as f:  # a --mode=prune export
+      pruned = json.load(f)
+    n_active, n_units = pruned["n_active"], pruned["n_units"]
+    result.update(n_active=n_active, n_units=n_units,
+                  sparsity=1.0 - sum(n_active) / sum(n_units),
+                  **efficiency_columns(result["architecture"], n_active, n_units,
+                                       info.n_classes))
   else:
     result.update(n_active=None, n_units=None, sparsity=None, memory_pct=None,
                   flops_ratio=None)
   result["sparsity_pct"] = None if result["sparsity"] is None else 100 * result["sparsity"]
-  if result["memory_pct"] is None and result["n_units"]:
-    result["warnings"].append("anp.efficiency is not available: Memory and Flops are n/a.")
 
   # Sanity checks.
   result["sanity"] = None

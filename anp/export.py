@@ -279,6 +279,9 @@ def load_saved_model(path):
 # --mode=prune / --mode=export.
 
 
+PRUNING_JSON = "pruning.json"
+
+
 def count_params(model):
   return int(sum(np.prod(w.shape) for w in model.weights))
 
@@ -347,8 +350,10 @@ def run_export(cfg, arrays=None):
   report = pruning_report(net, compact, run_cfg, x_test)
   path = save_for_serving(compact, cfg.export_dir, info.image_shape, standardize, serving_cfg)
   report["saved_model"] = path
-  with open(os.path.join(cfg.export_dir, "pruning.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  # A copy inside the version directory lets --mode=eval report the export's sparsity.
+  for folder in (cfg.export_dir, path):
+    with open(os.path.join(folder, PRUNING_JSON), "w") as f:
+      json.dump(report, f, indent=2)
   print(format_report(report))
   print(f"SavedModel written to {path}")
   return report

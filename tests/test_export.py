@@ -192,6 +192,10 @@ class PruneCommandTest(tf.test.TestCase):
       self.assertEqual(out.returncode, 0, out.stderr[-3000:])
       evals.append(json.load(open(os.path.join(model_dir, "eval.json"))))
     self.assertAlmostEqual(evals[0]["clean_acc"], evals[1]["clean_acc"], places=6)
+    # Same seed, same random start: PGD agrees up to near-ties of the 1e-6 logit differences.
+    self.assertAlmostEqual(evals[0]["adv_acc"], evals[1]["adv_acc"], delta=0.011)
+    for key in ("n_active", "sparsity", "memory_pct", "flops_ratio"):
+      self.assertEqual(evals[1][key], evals[0][key], key)  # from the export's pruning.json
 
 
 if __name__ == "__main__":
