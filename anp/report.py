@@ -78,6 +78,11 @@ def site_labels(n_sites, architecture=None):
   return [f"conv{i + 1}" for i in range(n_conv)] + ["fc1 in", "fc2 in"][:n_sites - n_conv]
 
 
+def _color(names, name):
+  """The same colour for a run in every figure."""
+  return f"C{list(names).index(name) % 10}"
+
+
 def _figure(width, height):
   from matplotlib.figure import Figure  # no pyplot: no global backend or state
   return Figure(figsize=(width, height), dpi=100)
@@ -101,7 +106,8 @@ def plot_units(results, names, path):
     width = 0.8 / len(members)
     ax.bar(idx, units, width=0.9, fill=False, edgecolor="0.6", label="full network")
     for j, (name, result) in enumerate(members):
-      ax.bar(idx - 0.4 + width * (j + 0.5), result["n_active"], width=width, label=name)
+      ax.bar(idx - 0.4 + width * (j + 0.5), result["n_active"], width=width, label=name,
+             color=_color(names, name))
     ax.set_xticks(idx)
     ax.set_xticklabels(site_labels(len(units), members[0][1].get("architecture")),
                        rotation=45 if len(units) > 6 else 0)
@@ -132,7 +138,7 @@ def plot_vulnerability_distribution(results, names, path, bins=40):
       values = np.asarray(result["unit_vulnerability"]["values"], dtype=np.float64)
       ax = fig.add_subplot(len(members), 1, i + 1, sharex=first)
       first = first or ax
-      ax.hist(values, bins=edges, color=f"C{i}")
+      ax.hist(values, bins=edges, color=_color(names, name))
       ax.set_title(f"{name}: mean {values.mean():.3f}, {int((values == 0).sum())} of "
                    f"{len(values)} units at 0 (pruned or dead)", fontsize="small")
       ax.set_ylabel("units")
@@ -149,7 +155,8 @@ def plot_layer_vulnerability(results, names, path):
   for name, result in zip(names, results):
     values = result.get("layer_vulnerability")
     if values:
-      ax.plot(np.arange(1, len(values) + 1), values, marker="o", label=name)
+      ax.plot(np.arange(1, len(values) + 1), values, marker="o", label=name,
+              color=_color(names, name))
       drawn += 1
   ax.set_xlabel("latent layer")
   ax.set_ylabel("white-box vulnerability")
