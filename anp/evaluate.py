@@ -38,11 +38,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import attacks
 from anp import data, efficiency
 from anp.config import Config, run_config_path
 from anp.errors import UserError
 from anp.export import PRUNING_JSON, load_saved_model
 from anp.runs import RunError, architecture, load_run
+from attacks.common import per_example, predictions_correct
+from attacks.losses import cw_margin
 
 ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "cw")
 STRONGEST = ("pgd", "apgd-ce", "apgd-dlr", "cw")
@@ -86,8 +89,6 @@ class AttackSpec:
 
 def make_attack(spec):
   """`attack(model_fn, x, y) -> x_adv` of an AttackSpec (traceable inside tf.function)."""
-  import attacks  # late import: the package is written alongside
-
   if spec.name not in ATTACKS:
     raise UserError(f"Flag --attack={spec.name!r} is not accepted; expected one of "
                     f"{', '.join(ATTACKS + ('strongest',))}.")
@@ -135,10 +136,6 @@ def clip_range(preprocess):
 # Evaluating a network over a data set.
 
 
-def _right(logits, y):
-  return tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32))
-
-
 def _example_mean_abs(a, b):
   """Per example mean |a - b| over all units: [B]."""
   d = tf.abs(a - b)
@@ -163,10 +160,10 @@ def _features_of(net):
   return call
 
 
-def make_eval_step(net, attacks, source=None, feature_layer=-1):
+def make_eval_step(net, named_attacks, source=None, feature_layer=-1):
   """One compiled step: attack(s) + evaluation of a batch.
 
-  `attacks`: [(name, attack_fn)]. Gradients come from `source` (black box) or `net`.
+  `named_attacks`: [(name, attack_fn)]. Gradients come from `source` (black box) or `net`.
   With several attacks an example is adversarial as soon as one attack fools `net`; its
   adversarial example (for the vulnerability) is the first attack's that succeeds, else
   the first attack's. Returns a tf.function (x, y) -> dict of per-example correctness and
@@ -179,20 +176,19 @@ def make_eval_step(net, attacks, source=None, feature_layer=-1):
   @tf.function(reduce_retracing=True)
   def step(x, y):
     logits, feats = feats_fn(x)
-    out = {"clean": _right(logits, y)}
+    out = {"clean": predictions_correct(logits, y)}
     chosen = chosen_feats = robust = None
     per_attack = []
-    for _, attack in attacks:
+    for _, attack in named_attacks:
       x_adv = tf.stop_gradient(attack(craft_fn, x, y))
       logits_adv, feats_adv = feats_fn(x_adv)
-      ok = _right(logits_adv, y)
+      ok = predictions_correct(logits_adv, y)
       per_attack.append(ok)
       if chosen is None:
         chosen, chosen_feats, robust = x_adv, feats_adv, ok
       else:
         take = tf.logical_and(robust, tf.logical_not(ok))
-        pick = lambda new, old: tf.where(  # noqa: E731
-            tf.reshape(take, [-1] + [1] * (new.shape.rank - 1)), new, old)
+        pick = lambda new, old: tf.where(per_example(take, new), new, old)  # noqa: E731
         chosen = pick(x_adv, chosen)
         chosen_feats = [pick(n, o) for n, o in zip(feats_adv, chosen_feats)]
         robust = tf.logical_and(robust, ok)
@@ -210,7 +206,7 @@ def make_eval_step(net, attacks, source=None, feature_layer=-1):
 
 def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, label=None):
   """Runs `step` over a dataset and aggregates: fractions and mean vulnerabilities."""
-  clean, adv, per, linf, layer_vul, unit_vul, total = [], [], [], [], 0.0, 0.0, 0
+  per, linf, layer_vul, unit_vul, total = [], [], 0.0, 0.0, 0
   adv_label = label or "adv_acc"
   # Running accuracies over all examples so far (Keras 3's Progbar shows the last value given).
   bar = keras.utils.Progbar(n_examples, unit_name="example", verbose=1 if verbose else 0,
@@ -219,7 +215,7 @@ def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, labe
   for x, y in dataset:
     out = step(x, y)
     c, a = out["clean"].numpy(), out["adv"].numpy()
-    clean.append(c), adv.append(a), per.append(out["per_attack"].numpy())
+    per.append(out["per_attack"].numpy())
     linf.append(out["linf"].numpy())
     if "layer_vul" in out:
       layer_vul = layer_vul + out["layer_vul"].numpy().astype(np.float64)
@@ -228,9 +224,8 @@ def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, labe
     bar.add(len(c), [("clean_acc", n_clean / total), (adv_label, n_adv / total)])
   if total == 0:
     raise UserError("No test examples to evaluate (check --eval_examples and the data).")
-  clean, adv = np.concatenate(clean), np.concatenate(adv)
   per = np.concatenate(per, axis=1)
-  result = dict(clean_acc=float(clean.mean()), adv_acc=float(adv.mean()), examples=int(total),
+  result = dict(clean_acc=n_clean / total, adv_acc=n_adv / total, examples=int(total),
                 per_attack={name: float(p.mean()) for name, p in zip(names, per)},
                 max_linf=float(np.max(np.concatenate(linf))))
   if np.ndim(layer_vul):
@@ -240,11 +235,11 @@ def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, labe
                   unit_vulnerability=[float(v) for v in unit_vul / total])
   else:
     result.update(vulnerability=None, layer_vulnerability=None, unit_vulnerability=None)
-  return result, clean, adv
+  return result
 
 
 def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_layer=-1,
-                 verbose=True):
+                 verbose=True, label=None):
   """Clean/adversarial accuracy and vulnerability of `net` over a dataset.
 
   `attack`: `attack(model_fn, x, y) -> x_adv`, or a dict {name: attack} for the per-example
@@ -253,12 +248,11 @@ def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_
   f(x_adv)| over units and examples, averaged over layers), layer_vulnerability,
   unit_vulnerability (per unit of feature layer `feature_layer`), per_attack, examples.
   """
-  attacks = list(attack.items()) if isinstance(attack, dict) else \
+  named = list(attack.items()) if isinstance(attack, dict) else \
       [(getattr(attack, "__name__", "attack"), attack)]
-  step = make_eval_step(net, attacks, source=source, feature_layer=feature_layer)
-  result, _, _ = run_steps(step, dataset, n_examples, names=[n for n, _ in attacks],
-                           verbose=verbose)
-  return result
+  step = make_eval_step(net, named, source=source, feature_layer=feature_layer)
+  return run_steps(step, dataset, n_examples, names=[n for n, _ in named], verbose=verbose,
+                   label=label)
 
 
 def is_stochastic(net, x, tol=1e-6):
@@ -285,7 +279,7 @@ def _accuracy_under(net, x, y, spec, batch=EVAL_BATCH):
 
   @tf.function(reduce_retracing=True)
   def step(xb, yb):
-    return _right(model_fn(tf.stop_gradient(attack(model_fn, xb, yb))), yb)
+    return predictions_correct(model_fn(tf.stop_gradient(attack(model_fn, xb, yb))), yb)
 
   right = [step(x[i:i + batch], y[i:i + batch]).numpy() for i in range(0, len(x), batch)]
   return float(np.concatenate(right).mean())
@@ -302,10 +296,7 @@ def input_gradients(net, x, y, batch=EVAL_BATCH):
     with tf.GradientTape(persistent=True) as tape:
       tape.watch(xb)
       logits = net(xb, training=False)
-      onehot = tf.one_hot(tf.cast(yb, tf.int32), tf.shape(logits)[-1])
-      z_y = tf.reduce_sum(logits * onehot, -1)
-      z_other = tf.reduce_max(logits - 1e9 * onehot, -1)
-      margin = tf.reduce_sum(z_other - z_y)
+      margin = tf.reduce_sum(cw_margin(logits, yb))
       ce = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
           labels=tf.cast(yb, tf.int32), logits=logits))
     norm = lambda g: tf.zeros([tf.shape(xb)[0]]) if g is None else tf.reduce_sum(  # noqa: E731
@@ -600,11 +591,10 @@ def run_eval(cfg, arrays=None, verbose=True):
           "only repeats identical gradients.", flush=True)
 
   # White box.
-  attacks = {name: make_attack(spec) for name, spec in specs.items()}
   if verbose:
     print(f"White box: {', '.join(specs)} on {n} examples.", flush=True)
-  step = make_eval_step(net, list(attacks.items()))
-  wb, _, _ = run_steps(step, test_ds, n, names=list(specs), verbose=verbose)
+  wb = evaluate_net(net, test_ds, {name: make_attack(spec) for name, spec in specs.items()}, n,
+                    verbose=verbose)
   first = next(iter(specs.values())).as_dict()
   result.update(
       clean_acc=wb["clean_acc"], adv_acc=wb["adv_acc"], vulnerability=wb["vulnerability"],
@@ -623,23 +613,23 @@ def run_eval(cfg, arrays=None, verbose=True):
     if verbose:
       print(f"Black box: PGD-{cfg.attack_steps} examples of {cfg.source_model_dir} "
             "transferred.", flush=True)
-    step = make_eval_step(net, [("pgd", make_attack(bb_spec))], source=source)
-    bb, _, _ = run_steps(step, test_ds, n, verbose=verbose, label="bb_acc")
+    bb = evaluate_net(net, test_ds, {"pgd": make_attack(bb_spec)}, n, source=source,
+                      verbose=verbose, label="bb_acc")
     result["blackbox"] = dict(
         adv_acc=bb["adv_acc"], vulnerability=bb["vulnerability"],
         layer_vulnerability=bb["layer_vulnerability"], source_model_dir=cfg.source_model_dir,
         source_method=src_cfg.method, attack=bb_spec.as_dict())
 
-  # Size.
+  # Size: of the masked net, or of a --mode=prune export from its pruning.json.
+  units = None
   if getattr(net, "unit_counts", ()):
-    n_active = net.n_active()
-    result.update(n_active=n_active, n_units=list(net.unit_counts), sparsity=net.sparsity(),
-                  **efficiency_columns(result["architecture"], n_active, net.unit_counts,
-                                       info.n_classes))
+    units = net.n_active(), list(net.unit_counts)
   elif kind == "saved_model" and os.path.isfile(os.path.join(cfg.model_dir, PRUNING_JSON)):
-    with open(os.path.join(cfg.model_dir, PRUNING_JSON)) as f:  # a --mode=prune export
+    with open(os.path.join(cfg.model_dir, PRUNING_JSON)) as f:
       pruned = json.load(f)
-    n_active, n_units = pruned["n_active"], pruned["n_units"]
+    units = pruned["n_active"], pruned["n_units"]
+  if units:
+    n_active, n_units = units
     result.update(n_active=n_active, n_units=n_units,
                   sparsity=1.0 - sum(n_active) / sum(n_units),
                   **efficiency_columns(result["architecture"], n_active, n_units,

@@ -20,10 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from anp import data
+from anp import data, efficiency
 from anp.config import run_config_path
 from anp.errors import UserError
-from anp.runs import RunError, architecture, load_run
+from anp.runs import architecture, load_run
 from models.lenet import LeNet5
 
 layers = keras.layers
@@ -139,6 +139,13 @@ def _bn_constant(bn):
   return np.maximum(beta - gamma * mean / np.sqrt(var + bn.epsilon), 0.0)
 
 
+def _bn_subset(bn, kept, name):
+  """(a new BatchNormalization, its weights): `bn` restricted to the channels `kept`."""
+  new = layers.BatchNormalization(epsilon=bn.epsilon, name=name)
+  return new, (new, *(_np(v)[kept] for v in (bn.gamma, bn.beta, bn.moving_mean,
+                                               bn.moving_variance)))
+
+
 def _compact_vgg(net):
   n_blocks = len(net.blocks)
   sites = [_site(net, i, u) for i, u in enumerate(net.unit_counts)]
@@ -163,9 +170,8 @@ def _compact_vgg(net):
       assignments.append((add, bias_map))
       x = add(x)
     bn = block["bn"]
-    new_bn = layers.BatchNormalization(epsilon=bn.epsilon, name=f"bn{i + 1}")
-    assignments.append((new_bn, _np(bn.gamma)[kept], _np(bn.beta)[kept],
-                        _np(bn.moving_mean)[kept], _np(bn.moving_variance)[kept]))
+    new_bn, weights = _bn_subset(bn, kept, f"bn{i + 1}")
+    assignments.append(weights)
     x = layers.ReLU()(new_bn(x))
     if isinstance(block["after"], layers.MaxPooling2D):
       x = layers.MaxPooling2D(2, 2)(x)
@@ -195,10 +201,8 @@ def _compact_vgg(net):
   x = GatherFeatures(gather, name=f"gather{n_blocks + 1}")(x)
   dense1 = layers.Dense(len(k_fc2), name=f"dense{n_blocks + 1}")
   assignments.append((dense1, (w1[rows] * np.asarray(scale)[:, None])[:, k_fc2], b1[k_fc2]))
-  bn1 = net.bn_fc1
-  new_bn1 = layers.BatchNormalization(epsilon=bn1.epsilon, name=f"bn{n_blocks + 1}")
-  assignments.append((new_bn1, _np(bn1.gamma)[k_fc2], _np(bn1.beta)[k_fc2],
-                      _np(bn1.moving_mean)[k_fc2], _np(bn1.moving_variance)[k_fc2]))
+  new_bn1, weights = _bn_subset(net.bn_fc1, k_fc2, f"bn{n_blocks + 1}")
+  assignments.append(weights)
   x = layers.ReLU()(new_bn1(dense1(x)))
   w2, b2 = _np(net.dense_fc2.kernel), _np(net.dense_fc2.bias)
   dense2 = layers.Dense(net.n_classes, name=f"dense{n_blocks + 2}")
@@ -294,7 +298,6 @@ def _weights_of(net):
 
 def pruning_report(net, compact, cfg, x_test):
   """The efficiency figures of pruning.json."""
-  from anp import efficiency
   info = data.dataset_info(cfg.dataset)
   arch = architecture(cfg.dataset)
   n_active = net.n_active()
@@ -338,8 +341,8 @@ def run_export(cfg, arrays=None):
   serving_cfg = dataclasses.replace(run_cfg, preprocess="pixel")  # the export takes pixels
   os.makedirs(cfg.export_dir, exist_ok=True)
   if cfg.mode == "export":
-    model = keras.Sequential([keras.Input(info.image_shape), InferenceOnly(net)])
-    path = save_for_serving(model, cfg.export_dir, info.image_shape, standardize, serving_cfg)
+    path = save_for_serving(inference_model(net, info.image_shape), cfg.export_dir,
+                            info.image_shape, standardize, serving_cfg)
     print(f"SavedModel written to {path}")
     return dict(path=path)
   compact = compact_model(net)
@@ -357,6 +360,11 @@ def run_export(cfg, arrays=None):
   print(format_report(report))
   print(f"SavedModel written to {path}")
   return report
+
+
+def inference_model(net, image_shape):
+  """A Keras model running the masked `net` in inference mode (masks at E[pi])."""
+  return keras.Sequential([keras.Input(image_shape), InferenceOnly(net)])
 
 
 class InferenceOnly(layers.Layer):

@@ -17,13 +17,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from anp.efficiency import forward_flops  # noqa: E402
-from anp.export import InferenceOnly, compact_model, save_for_serving  # noqa: E402
+from anp.export import compact_model, inference_model, save_for_serving  # noqa: E402
 from anp.runs import load_run  # noqa: E402
 from models.lenet import LeNet5  # noqa: E402
 from models.vgg import VGG  # noqa: E402
@@ -65,7 +64,7 @@ def main(_):
   else:
     net, shape = synthetic_net()
   compact = compact_model(net)
-  dense = keras.Sequential([keras.Input(shape), InferenceOnly(net)])
+  dense = inference_model(net, shape)
   out = tempfile.mkdtemp()
   results = {}
   for name, model in (("dense", dense), ("compact", compact)):
