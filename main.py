@@ -3,7 +3,7 @@
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # CUDA / oneDNN notices look like failures
 
 from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
@@ -32,6 +32,8 @@ def run(cfg, arrays=None):
 
 
 def main(argv):
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # checkpoint sharding INFO lines
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   try:

@@ -51,6 +51,7 @@ class Config:
   eval_examples: int | None = None
   val_examples: int = 1000
   jit_compile: bool = False
+  checkpoint_every: int | None = None
   # Evaluation suite (--mode=eval) and the other modes.
   attack: str = "pgd"
   restarts: int = 1
@@ -95,6 +96,8 @@ class Config:
          "an integer >= 1", self.steps_per_epoch)
     need(self.eval_examples is None or self.eval_examples >= 1, "eval_examples",
          "an integer >= 1", self.eval_examples)
+    need(self.checkpoint_every is None or self.checkpoint_every >= 1, "checkpoint_every",
+         "an integer >= 1", self.checkpoint_every)
     need(self.init_lr > 0, "init_lr", "a number > 0", self.init_lr)
     need(0 <= self.thres < 1, "thres", "a number in [0, 1)", self.thres)
     for flag in ("adv_weight", "weight_decay", "beta", "lambda_vs"):
@@ -121,6 +124,13 @@ class Config:
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in names})
 
+
+# What a training run directory is: these keys define the model and its training
+# trajectory, so a run may only be resumed with the same values. The others (--epochs,
+# --val_examples, --checkpoint_every, --data_dir, evaluation flags) may change on resume.
+RUN_KEYS = ("dataset", "method", "preprocess", "seed", "init_from", "batch_size",
+            "steps_per_epoch", "init_lr", "adv_weight", "weight_decay", "beta", "lambda_vs",
+            "thres", "eps", "step_size", "train_attack_steps")
 
 CONFIG_FILE = "config.json"
 

@@ -355,6 +355,46 @@ def _check_arrays(x, y, batch_size):
   return x, y.astype(np.int32, copy=False)
 
 
+def _to_float(images, preprocess):
+  images = tf.cast(images, tf.float32) / 255.0
+  return standardize_per_image(images) if preprocess == "original" else images
+
+
+def training_batches(x, y, batch_size, *, seed, start_step=0, augment=False,
+                     preprocess="pixel"):
+  """The endless stream of training batches from global step `start_step` on.
+
+  Batch g is a pure function of (seed, g): pass p = g // (len(x) // batch_size) over the
+  data takes the permutation drawn from (seed, p), cut into full batches (the remainder is
+  dropped); augmentation is drawn from (seed, g). So a run resumed at step g sees exactly the
+  batches an uninterrupted run sees, without checkpointing any pipeline state.
+  """
+  _check_preprocess(preprocess)
+  x, y = _check_arrays(x, y, batch_size)
+  n_batches = len(x) // batch_size
+  if n_batches < 1:
+    raise DataError(f"{len(x)} training examples do not fill one batch of {batch_size}.")
+  images, labels = tf.constant(x), tf.constant(y)
+  seed = tf.constant(0 if seed is None else seed, tf.int64)
+
+  def one_pass(p):
+    keys = tf.random.stateless_uniform([len(x)], tf.stack([seed, p]))
+    order = tf.argsort(keys)[:n_batches * batch_size]
+    return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [n_batches, batch_size]))
+
+  first_pass, offset = divmod(int(start_step), n_batches)
+  ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass).skip(offset)
+  ds = tf.data.Dataset.zip((tf.data.Dataset.counter(int(start_step)), ds))
+
+  def batch(g, index):
+    xb = tf.gather(images, index)
+    if augment:
+      xb = random_pad_crop_flip(xb, tf.stack([seed, -1 - g]))
+    return _to_float(xb, preprocess), tf.gather(labels, index)
+
+  return ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
 def make_dataset(x, y, batch_size, *, training, augment=False, seed=None, preprocess="pixel",
                  drop_remainder=None):
   """Batches of (images float32 NHWC, labels int32): one pass over (x, y) per iteration.

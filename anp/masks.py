@@ -12,8 +12,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-tfd = tfp.distributions
-
 EULER_GAMMA = 0.5772156649015329
 
 # Uniform noise is drawn from [_U_EPS, 1 - _U_EPS]: 1 - 1e-10, the original's bound,
@@ -65,6 +63,13 @@ def log1mexp(x):
                   tf.math.log1p(-tf.exp(x_far)))
 
 
+def _uniform(shape, seed):
+  """Uniform noise in [_U_EPS, 1 - _U_EPS]; stateless when `seed` (shape [2] ints) is given."""
+  if seed is None:
+    return tf.random.uniform(shape, _U_EPS, 1.0 - _U_EPS)
+  return tf.random.stateless_uniform(shape, seed, _U_EPS, 1.0 - _U_EPS)
+
+
 def sample_log_pi(a, b, seed=None):
   """log pi for pi ~ Kumaraswamy(a, b) by the inverse CDF, in log space.
 
@@ -72,7 +77,7 @@ def sample_log_pi(a, b, seed=None):
   `tfd.Kumaraswamy(a, b).sample()` followed by logit(pi) gives non-finite gradients at
   the original initialisation; this form stays finite for all a, b in the clipped range.
   """
-  u = tf.random.uniform(tf.shape(a), _U_EPS, 1.0 - _U_EPS, seed=seed)
+  u = _uniform(tf.shape(a), seed)
   log_pi = log1mexp(tf.math.log(u) / b) / a
   return tf.minimum(log_pi, _MAX_LOG_PI)
 
@@ -152,20 +157,27 @@ class BetaBernoulli(keras.layers.Layer):
     """KL(q(pi) || Beta(alpha, 1)) summed over units (scalar, >= 0)."""
     return tf.reduce_sum(kl_kumaraswamy_beta(self.a, self.b, self.alpha))
 
-  def sample_mask(self, batch_size):
-    """A relaxed training mask, shape [batch_size, units]."""
-    log_pi = sample_log_pi(self.a, self.b)
+  def sample_mask(self, batch_size, seed=None):
+    """A relaxed training mask, shape [batch_size, units].
+
+    `seed`: optional shape-[2] integer seed; the same seed gives the same mask (exact resume).
+    """
+    pi_seed, noise_seed = (None, None) if seed is None else tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+    log_pi = sample_log_pi(self.a, self.b, pi_seed)
     logits = log_pi - log1mexp(log_pi)
     logits = tf.broadcast_to(logits, [batch_size, self.units])
     # RelaxedBernoulli(t, logits) is sigmoid of Logistic(logits / t, 1 / t). Sampling the
     # logistic and applying the sigmoid ourselves gives the same distribution; TFP's
     # `RelaxedBernoulli.sample()` returned NaN gradients here for logits above ~7 at t=0.1.
-    noise = tfd.Logistic(logits / self.temperature, 1.0 / self.temperature).sample()
+    # Logistic(loc, scale) = loc + scale * logit(u).
+    u = _uniform(tf.shape(logits), noise_seed)
+    noise = (logits + tf.math.log(u) - tf.math.log1p(-u)) / self.temperature
     return tf.sigmoid(noise)
 
-  def call(self, x, training=False):
+  def call(self, x, training=False, seed=None):
     if training:
-      z = self.sample_mask(tf.shape(x)[0])
+      z = self.sample_mask(tf.shape(x)[0], seed)
       z = tf.reshape(z, tf.concat([tf.shape(z)[:1], tf.ones([tf.rank(x) - 2], tf.int32),
                                    [self.units]], 0))
     else:

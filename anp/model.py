@@ -36,11 +36,15 @@ class AdversarialTrainer(keras.Model):
   x_adv is made by L-inf PGD on the network in inference mode, outside the tape.
   The clean and adversarial passes each draw their own per-example masks, and their
   latent features also give V (the original runs two more passes for V).
+
+  With `seed` (an int) every random draw of step t (the PGD start, both passes' masks and
+  dropout) is a pure function of (seed, t), t being the optimizer's step counter, which is
+  checkpointed: a resumed run repeats an uninterrupted one bit for bit on CPU.
   """
 
   def __init__(self, net, *, method, n_train, eps=0.3, step_size=0.01, attack_steps=20,
                adv_weight=2.0, beta=1.0, lambda_vs=0.0, weight_decay=1e-4,
-               clip_min=0.0, clip_max=1.0, mask_optimizer=None, **kwargs):
+               clip_min=0.0, clip_max=1.0, mask_optimizer=None, seed=None, **kwargs):
     super().__init__(**kwargs)
     self.net = net
     self.method = method
@@ -56,6 +60,7 @@ class AdversarialTrainer(keras.Model):
     self.lambda_vs = float(lambda_vs)
     self.weight_decay = float(weight_decay)
     self.mask_optimizer = mask_optimizer
+    self.seed = None if seed is None else int(seed)
     names = ["loss", "ce_clean", "acc_clean"]
     if self.adversarial:
       names += ["ce_adv", "acc_adv", "vulnerability"]
@@ -70,8 +75,18 @@ class AdversarialTrainer(keras.Model):
   def call(self, x, training=False):
     return self.net(x, training=training)
 
-  def make_adversarial(self, x, y):
-    return pgd(lambda t: self.net(t, training=False), x, y, **self.attack_args)
+  def make_adversarial(self, x, y, seed=None):
+    """PGD examples; `seed` (shape-[2] ints) fixes the random start."""
+    if seed is not None:  # pgd takes one integer seed
+      seed = tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
+    return pgd(lambda t: self.net(t, training=False), x, y, seed=seed, **self.attack_args)
+
+  def step_seeds(self, counter, n):
+    """`n` shape-[2] seeds drawn from (seed, counter), or `n` Nones without a seed."""
+    if self.seed is None:
+      return [None] * n
+    pair = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(counter, tf.int64)])
+    return tf.unstack(tf.random.experimental.stateless_split(pair, n))
 
   def _record(self, **values):
     for name, value in values.items():
@@ -81,16 +96,19 @@ class AdversarialTrainer(keras.Model):
 
   def train_step(self, data):
     x, y = data
-    x_adv = tf.stop_gradient(self.make_adversarial(x, y)) if self.adversarial else None
+    attack_seed, clean_seed, adv_seed = self.step_seeds(self.optimizer.iterations, 3)
+    x_adv = (tf.stop_gradient(self.make_adversarial(x, y, attack_seed))
+             if self.adversarial else None)
     net = self.net
     weights, mask_vars = net.weight_variables, net.mask_variables
     with tf.GradientTape(persistent=bool(mask_vars)) as tape:
-      logits, feats = net(x, training=True, return_features=True)
+      logits, feats = net(x, training=True, return_features=True, seed=clean_seed)
       ce_clean = losses.cross_entropy(y, logits)
       stats = dict(ce_clean=ce_clean, acc_clean=losses.accuracy(y, logits))
       data_loss = mask_data_loss = ce_clean
       if self.adversarial:
-        logits_adv, feats_adv = net(x_adv, training=True, return_features=True)
+        logits_adv, feats_adv = net(x_adv, training=True, return_features=True,
+                                    seed=adv_seed)
         ce_adv = losses.cross_entropy(y, logits_adv)
         vul = losses.vulnerability(feats, feats_adv)
         data_loss = (ce_clean + self.adv_weight * ce_adv) / (1.0 + self.adv_weight)
@@ -110,14 +128,17 @@ class AdversarialTrainer(keras.Model):
     return self._record(loss=loss, **stats)
 
   def test_step(self, data):
-    x, y = data
+    return self._record(**self.evaluate_batch(*data))
+
+  def evaluate_batch(self, x, y, seed=None):
+    """Batch means of the validation metrics in inference mode; `seed` fixes the PGD start."""
     logits, feats = self.net(x, training=False, return_features=True)
     stats = dict(ce_clean=losses.cross_entropy(y, logits),
                  acc_clean=losses.accuracy(y, logits), kl=self.net.kl())
     if self.adversarial:
-      x_adv = self.make_adversarial(x, y)
+      x_adv = self.make_adversarial(x, y, seed)
       logits_adv, feats_adv = self.net(x_adv, training=False, return_features=True)
       stats.update(ce_adv=losses.cross_entropy(y, logits_adv),
                    acc_adv=losses.accuracy(y, logits_adv),
                    vulnerability=losses.vulnerability(feats, feats_adv))
-    return self._record(**stats)
+    return stats

@@ -1,38 +1,30 @@
-"""--mode=train: fit a network with one of the paper's methods, resumable."""
+"""--mode=train: fit a network with one of the paper's methods; interruptible and exact.
+
+A run directory holds config.json, checkpoints (weights, masks, both optimizers, the step
+and epoch counters and the running epoch metrics), train_log.jsonl and TensorBoard scalars.
+Every random draw of training is a pure function of (--seed, step), so re-running the same
+command after an interruption, even `kill -9`, continues exactly where the last checkpoint
+stopped and ends with the same weights, masks and log as an uninterrupted run.
+"""
 
 import json
 import os
+import sys
+import time
 
-import keras
 import tensorflow as tf
 
 from anp import data
-from anp.config import run_config_path
+from anp.config import RUN_KEYS, Config, run_config_path
 from anp.model import AdversarialTrainer, adam, staircase
-from anp.runs import LR_DECAY_POINTS, architecture, build_net, restore_net
+from anp.runs import LR_DECAY_POINTS, RunError, architecture, build_net, restore_net
 
 # The original trains unmasked models ('base' mode) with Adam at 1e-3 whatever --init_lr.
 BASE_LR = 1e-3
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-  """Saves weights, masks, both optimizers and the epoch counter after every epoch."""
-
-  def __init__(self, manager, epoch_var, net, log_path):
-    super().__init__()
-    self.manager, self.epoch_var, self.net, self.log_path = manager, epoch_var, net, log_path
-
-  def on_epoch_end(self, epoch, logs=None):
-    self.epoch_var.assign(epoch + 1)
-    path = self.manager.save()
-    record = dict(epoch=epoch + 1, checkpoint=os.path.basename(path),
-                  n_active=self.net.n_active(), sparsity=self.net.sparsity(),
-                  **{k: float(v) for k, v in (logs or {}).items()})
-    with open(self.log_path, "a") as f:
-      f.write(json.dumps(record) + "\n")
-    if self.net.masks:
-      print(f"\nepoch {epoch + 1}: units kept {record['n_active']} of "
-            f"{list(self.net.unit_counts)} (sparsity {100 * record['sparsity']:.2f}%)")
+# Default --checkpoint_every: a few minutes of work on 2 CPU cores.
+CHECKPOINT_EVERY = {"lenet": 500, "vgg": 50}
+# Validation PGD seeds live apart from the training steps' (seed, step) pairs.
+_VAL_COUNTER = -(2 ** 40)
 
 
 def make_trainer(net, cfg, n_train, total_steps):
@@ -48,49 +40,184 @@ def make_trainer(net, cfg, n_train, total_steps):
   trainer = AdversarialTrainer(
       net, method=cfg.method, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,
       attack_steps=cfg.train_attack_steps, adv_weight=cfg.adv_weight, beta=cfg.beta,
-      lambda_vs=cfg.lambda_vs, weight_decay=cfg.weight_decay, mask_optimizer=mask_opt)
+      lambda_vs=cfg.lambda_vs, weight_decay=cfg.weight_decay, mask_optimizer=mask_opt,
+      seed=cfg.seed)
   trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
   return trainer
+
+
+def check_run_dir(cfg):
+  """Refuses, before anything is written, a --model_dir/--init_from that cannot be used.
+
+  Returns the Config saved in an existing run directory (None for a new run). A saved run
+  may only be continued with the same RUN_KEYS; other changes are allowed and printed.
+  """
+  path = cfg.model_dir
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise RunError(f"Flag --model_dir: {path!r} is a file; expected a directory.")
+  parent = os.path.abspath(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise RunError(f"Flag --model_dir: cannot write in {parent!r} (permission denied).")
+  if cfg.init_from:
+    from anp import original_ckpt  # late import: original_ckpt imports anp.runs
+    if not original_ckpt.is_original(cfg.init_from):
+      from anp.runs import find_checkpoint
+      find_checkpoint(cfg.init_from, "--init_from")
+  cfg_path = run_config_path(path)
+  if not os.path.isfile(cfg_path):
+    return None
+  saved = Config.load(cfg_path).resolved()
+  differ = [k for k in RUN_KEYS if getattr(saved, k) != getattr(cfg, k)]
+  if differ:
+    was = " ".join(f"--{k}={getattr(saved, k)}" for k in differ)
+    now = " ".join(f"--{k}={getattr(cfg, k)}" for k in differ)
+    raise RunError(f"--model_dir={path} holds a run with {was}, not {now}; use a new "
+                   "--model_dir, or the run's own values to continue it.")
+  for key in ("epochs", "val_examples", "checkpoint_every"):
+    if getattr(saved, key) != getattr(cfg, key):
+      note = (" (the learning-rate decay points move with it)" if key == "epochs" else "")
+      print(f"Continuing with --{key}={getattr(cfg, key)} instead of {getattr(saved, key)}"
+            f"{note}.")
+  return saved
+
+
+class Progress:
+  """A bar on a terminal; elsewhere (nohup, tee, CI) a plain line every `interval` s."""
+
+  def __init__(self, total, first, epoch, epochs, interval=30.0):
+    self.total, self.first, self.epoch, self.epochs = total, first, epoch, epochs
+    self.tty, self.interval = sys.stdout.isatty(), interval
+    self.start = self.last = time.time()
+
+  def update(self, done, logs, force=False):
+    now = time.time()
+    if not force and now - self.last < (0.2 if self.tty else self.interval):
+      return
+    self.last = now
+    rate = (done - self.first) / max(now - self.start, 1e-9)
+    eta = (self.total - done) / rate if rate > 0 else 0.0
+    shown = " ".join(f"{k} {float(logs[k]):.4f}" for k in ("loss", "acc_clean", "acc_adv")
+                     if k in logs)
+    line = (f"epoch {self.epoch}/{self.epochs} step {done}/{self.total} {rate:.1f} step/s "
+            f"eta {int(eta) // 60}m{int(eta) % 60:02d}s {shown}")[:99]
+    print(("\r" + line.ljust(99)) if self.tty else line, end="" if self.tty else "\n",
+          flush=True)
+
+  def close(self):
+    if self.tty:
+      print(flush=True)
+
+
+def _validate(trainer, val_ds, epoch):
+  """Example-weighted means of the validation metrics (seeded PGD start per batch)."""
+  if val_ds is None:
+    return {}
+  step = tf.function(trainer.evaluate_batch)
+  totals, n = {}, 0
+  for i, (x, y) in enumerate(val_ds):
+    (seed,) = trainer.step_seeds(_VAL_COUNTER - epoch * 2 ** 20 - i, 1)
+    b = int(tf.shape(x)[0])
+    for k, v in step(x, y, seed).items():
+      totals[k] = totals.get(k, 0.0) + b * float(v)
+    n += b
+  return {f"val_{k}": v / n for k, v in totals.items()}
+
+
+def _log_lines(log_path, last_epoch):
+  """The train_log.jsonl records of epochs <= last_epoch (a killed run may have written more)."""
+  if not os.path.isfile(log_path):
+    return []
+  with open(log_path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  return [r for r in records if r["epoch"] <= last_epoch]
 
 
 def run_train(cfg, arrays=None):
   """Trains as `cfg` says; `arrays` = (x_train, y_train, x_test, y_test) overrides loading.
 
-  Re-running with the same --model_dir resumes from its last epoch checkpoint.
-  Returns the Keras History.
+  Re-running with the same --model_dir resumes from its last checkpoint (mid-epoch too).
+  Returns the train_log records (a list of dicts, one per completed epoch).
   """
   cfg = cfg.resolved()
+  check_run_dir(cfg)
+  arch = architecture(cfg.dataset)
   info = data.dataset_info(cfg.dataset)
   if cfg.seed is not None:
+    import keras
     keras.utils.set_random_seed(cfg.seed)
   x_tr, y_tr, x_te, y_te = arrays or data.load_arrays(cfg.dataset, cfg.data_dir)
-  steps_per_epoch = cfg.steps_per_epoch or len(x_tr) // cfg.batch_size
-  augment = architecture(cfg.dataset) == "vgg"
-  train_ds = data.make_dataset(x_tr, y_tr, cfg.batch_size, training=True, augment=augment,
-                               seed=cfg.seed, preprocess=cfg.preprocess).repeat()
+  spe = cfg.steps_per_epoch or len(x_tr) // cfg.batch_size
   n_val = min(cfg.val_examples, len(x_te))
   val_ds = data.make_dataset(x_te[:n_val], y_te[:n_val], 256, training=False,
                              preprocess=cfg.preprocess) if n_val else None
 
   net = build_net(cfg)
-  trainer = make_trainer(net, cfg, info.n_train, steps_per_epoch * cfg.epochs)
+  trainer = make_trainer(net, cfg, info.n_train, spe * cfg.epochs)
   epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-  ckpt = tf.train.Checkpoint(net=net, optimizer=trainer.optimizer,
-                             mask_optimizer=trainer.mask_optimizer or tf.train.Checkpoint(),
-                             epoch=epoch_var)
-  os.makedirs(cfg.model_dir, exist_ok=True)
+  ckpt = tf.train.Checkpoint(
+      net=net, optimizer=trainer.optimizer,
+      mask_optimizer=trainer.mask_optimizer or tf.train.Checkpoint(), epoch=epoch_var,
+      metrics=[v.value for m in trainer.metrics for v in m.variables])
   manager = tf.train.CheckpointManager(ckpt, cfg.model_dir, max_to_keep=2)
+  log_path = os.path.join(cfg.model_dir, "train_log.jsonl")
   if manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    print(f"Resuming from {manager.latest_checkpoint} (epoch {int(epoch_var.numpy())}).")
+  epoch, step = int(epoch_var.numpy()), int(trainer.optimizer.iterations.numpy())
+  if manager.latest_checkpoint and epoch >= cfg.epochs:
+    print(f"{cfg.model_dir}: already trained for {epoch} epochs; nothing to do.")
+    return _log_lines(log_path, epoch)
+  os.makedirs(cfg.model_dir, exist_ok=True)
+  if manager.latest_checkpoint:
+    print(f"Resuming from {manager.latest_checkpoint} (epoch {epoch + 1}, step {step}).")
   elif cfg.init_from:
     print(f"Initialised from {restore_net(net, cfg.init_from)}.")
+  for stale in ("eval.json", "eval.md"):
+    if os.path.isfile(os.path.join(cfg.model_dir, stale)):
+      os.remove(os.path.join(cfg.model_dir, stale))
+      print(f"Removed {stale}: it described the model before this training.")
+  records = _log_lines(log_path, epoch)
+  with open(log_path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
   cfg.save(run_config_path(cfg.model_dir))
 
-  callbacks = [
-      EpochCheckpoint(manager, epoch_var, net, os.path.join(cfg.model_dir, "train_log.jsonl")),
-      keras.callbacks.TensorBoard(os.path.join(cfg.model_dir, "logs"), update_freq="epoch"),
-  ]
-  return trainer.fit(train_ds, epochs=cfg.epochs, initial_epoch=int(epoch_var.numpy()),
-                     steps_per_epoch=steps_per_epoch, validation_data=val_ds, shuffle=False,
-                     callbacks=callbacks, verbose=1 if os.isatty(1) else 2)
+  every = cfg.checkpoint_every or CHECKPOINT_EVERY[arch]
+  batches = iter(data.training_batches(x_tr, y_tr, cfg.batch_size, seed=cfg.seed,
+                                       start_step=step, augment=arch == "vgg",
+                                       preprocess=cfg.preprocess))
+  train_step = tf.function(trainer.train_step, jit_compile=cfg.jit_compile)
+  writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "logs"))
+  for epoch in range(epoch, cfg.epochs):
+    progress = Progress(spe, step - epoch * spe, epoch + 1, cfg.epochs)
+    logs = {}
+    while step < (epoch + 1) * spe:
+      logs = train_step(next(batches))
+      step += 1
+      progress.update(step - epoch * spe, logs)
+      if step % every == 0 and step < (epoch + 1) * spe:
+        manager.save(checkpoint_number=step)
+    progress.update(spe, logs, force=True)
+    progress.close()
+    record = dict(epoch=epoch + 1, step=step, n_active=net.n_active(),
+                  sparsity=net.sparsity(),
+                  **{m.name: float(m.result()) for m in trainer.metrics},
+                  **_validate(trainer, val_ds, epoch))
+    for m in trainer.metrics:
+      m.reset_state()
+    records.append(record)
+    with open(log_path, "a") as f:  # before the checkpoint: a kill in between redoes the epoch
+      f.write(json.dumps(record) + "\n")
+    with writer.as_default(step=epoch + 1):
+      for k, v in record.items():
+        if isinstance(v, float):
+          tf.summary.scalar(k, v)
+    epoch_var.assign(epoch + 1)
+    manager.save(checkpoint_number=step)
+    shown = "  ".join(f"{k} {record[k]:.4f}" for k in ("acc_clean", "acc_adv", "val_acc_clean",
+                                                       "val_acc_adv") if k in record)
+    print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")
+    if net.masks:
+      print(f"  units kept {record['n_active']} of {list(net.unit_counts)} "
+            f"(sparsity {100 * record['sparsity']:.2f}%)")
+  return records

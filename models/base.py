@@ -9,9 +9,12 @@ from anp.masks import BetaBernoulli
 class MaskedNet(keras.Model):
   """A classifier whose units may carry beta-Bernoulli masks.
 
-  `call(x, training=False, return_features=False)` returns logits [B, n_classes], or
+  `call(x, training=False, return_features=False, seed=None)` returns logits [B, n_classes], or
   `(logits, features)` where `features` is the list of latent feature maps whose
   distortion under attack defines the vulnerability (Madaan et al. 2020, Sec. 3).
+
+  `seed` (shape-[2] integers, training only) makes the training masks and dropout a pure
+  function of the seed, which exact resume of a run needs; without it they are fresh samples.
 
   Subclasses create `self.masks` (a list of `BetaBernoulli`, empty when `masked=False`)
   in the same order as `unit_counts`, the number of units each mask site covers.
@@ -33,8 +36,14 @@ class MaskedNet(keras.Model):
     return layer
 
   @staticmethod
-  def _apply(mask, x, training):
-    return x if mask is None else mask(x, training=training)
+  def _site_seed(seed, site):
+    """The seed of one random site (a mask or a dropout layer) derived from the call's seed."""
+    return None if seed is None else tf.random.experimental.stateless_fold_in(seed, site)
+
+  def _apply(self, mask, x, training, seed):
+    if mask is None:
+      return x
+    return mask(x, training=training, seed=self._site_seed(seed, self.masks.index(mask)))
 
   @property
   def mask_variables(self):

@@ -53,26 +53,32 @@ class VGG(MaskedNet):
     self.dense_fc2 = layers.Dense(self.n_classes, name=f"dense{n + 2}")
     self.dropout_fc = layers.Dropout(0.5)
 
-  def call(self, x, training=False, return_features=False):
+  def call(self, x, training=False, return_features=False, seed=None):
     features = []
     if self.standardize:
       x = tf.image.per_image_standardization(x)
-    for block in self.blocks:
-      x = self._apply(block["mask"], block["conv"](x), training)
+    for site, block in enumerate(self.blocks, start=len(self.unit_counts)):
+      x = self._apply(block["mask"], block["conv"](x), training, seed)
       x = tf.nn.relu(block["bn"](x, training=training))
       features.append(x)
-      x = block["after"](x, training=training)
+      x = self._after(block["after"], x, training, seed, site)
     x = self.flatten(x)
     if not self.masked:
-      x = self.dropout_fc(x, training=training)
-    x = self.dense_fc1(self._apply(self.bbd_fc1, x, training))
+      x = self._after(self.dropout_fc, x, training, seed, 2 * len(self.unit_counts))
+    x = self.dense_fc1(self._apply(self.bbd_fc1, x, training, seed))
     features.append(x)
     x = tf.nn.relu(self.bn_fc1(x, training=training))
     features.append(x)
     if not self.masked:
-      x = self.dropout_fc(x, training=training)
-    logits = self.dense_fc2(self._apply(self.bbd_fc2, x, training))
+      x = self._after(self.dropout_fc, x, training, seed, 2 * len(self.unit_counts) + 1)
+    logits = self.dense_fc2(self._apply(self.bbd_fc2, x, training, seed))
     return (logits, features) if return_features else logits
+
+  def _after(self, layer, x, training, seed, site):
+    """A block's max-pool or dropout; seeded dropout is stateless (same rate, same scaling)."""
+    if isinstance(layer, layers.Dropout) and training and seed is not None:
+      return tf.nn.experimental.stateless_dropout(x, layer.rate, self._site_seed(seed, site))
+    return layer(x, training=training)
 
   def get_config(self):
     config = super().get_config()
