@@ -4,7 +4,7 @@ from absl import flags
 
 from anp.config import METHODS, PREPROCESS, Config
 
-MODES = ("train", "eval", "prune", "export", "report")
+MODES = ("train", "eval", "prune", "export", "report", "quickstart")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "cw", "strongest")
 

@@ -14,6 +14,22 @@ from anp.errors import UserError  # noqa: E402
 absl_flags.adopt_module_key_flags(flags)  # --help lists the anp flags
 
 
+def _import_tensorflow_quietly():
+  """Imports TF (and TFP) with stderr closed at the file-descriptor level: their C++ start-up
+  notices ("failed call to cuInit", oneDNN, absl::InitializeLog) look like failures and
+  ignore TF_CPP_MIN_LOG_LEVEL. A failing import still raises, with stderr back in place."""
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    import tensorflow  # noqa: F401
+    import tensorflow_probability  # noqa: F401
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
 def run(cfg, arrays=None):
   """Runs one mode of a Config; `arrays` overrides data loading (tests)."""
   if cfg.mode == "train":
@@ -28,12 +44,16 @@ def run(cfg, arrays=None):
   if cfg.mode == "report":
     from anp.report import run_report
     return run_report(cfg)
+  if cfg.mode == "quickstart":
+    from anp.quickstart import run_quickstart
+    return run_quickstart(cfg)
   raise UserError(f"Flag --mode={cfg.mode} is not implemented.")
 
 
 def main(argv):
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # checkpoint sharding INFO lines
+  _import_tensorflow_quietly()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   try:

@@ -190,12 +190,18 @@ def _search_dirs(name, data_dir):
   return [os.path.join(data_dir, f) for f in _FOLDERS[name]] + [data_dir]
 
 
-def find_raw_files(name, data_dir):
+def _spec(name, test_only):
+  train, test = _RAW_FILES[name]
+  return ((), test) if test_only else (train, test)
+
+
+def find_raw_files(name, data_dir, test_only=False):
   """Paths of a complete set of raw files ({official name: path}), or None when none is found.
 
   DataError when a directory holds only part of a set (it lists what is missing).
+  `test_only`: only the test split's files are needed.
   """
-  spec = _RAW_FILES[name]
+  spec = _spec(name, test_only)
   wanted = [b[0] for split in spec for b in split]
   partial = None
   for directory in _search_dirs(name, data_dir):
@@ -229,16 +235,22 @@ def _read_cifar_split(paths, n_label_bytes, n_classes):
   return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
-def read_raw(name, files):
-  """(x_train, y_train, x_test, y_test) from the raw files found by `find_raw_files`."""
+def read_raw(name, files, test_only=False):
+  """(x_train, y_train, x_test, y_test) from the raw files found by `find_raw_files`.
+
+  `test_only`: the training files are not read and the training arrays are empty.
+  """
   info = dataset_info(name)
-  train_spec, test_spec = _RAW_FILES[name]
-  split_paths = [[files[b[0]] for b in spec] for spec in (train_spec, test_spec)]
-  if name in ("mnist", "fashion_mnist"):
-    out = [_read_idx_split(*paths, info.n_classes) for paths in split_paths]
-  else:
-    n_label_bytes = 2 if name == "cifar100" else 1
-    out = [_read_cifar_split(paths, n_label_bytes, info.n_classes) for paths in split_paths]
+  out = []
+  for spec in _spec(name, test_only):
+    paths = [files[b[0]] for b in spec]
+    if not paths:
+      out.append((np.zeros((0,) + info.image_shape, np.uint8), np.zeros((0,), np.int32)))
+    elif name in ("mnist", "fashion_mnist"):
+      out.append(_read_idx_split(*paths, info.n_classes))
+    else:
+      n_label_bytes = 2 if name == "cifar100" else 1
+      out.append(_read_cifar_split(paths, n_label_bytes, info.n_classes))
   (x_tr, y_tr), (x_te, y_te) = out
   return x_tr, y_tr, x_te, y_te
 
@@ -273,20 +285,21 @@ def _looked_for(name, data_dir):
 # Public loading entry point.
 
 
-def load_arrays(name, data_dir=None):
+def load_arrays(name, data_dir=None, test_only=False):
   """(x_train, y_train, x_test, y_test): images uint8 NHWC [N,H,W,C], labels int32 [N].
 
   Reads the official raw files from `data_dir/<folder>/` or `data_dir/` (plain or .gz) when a
-  complete set is there, and loads `name` through TFDS otherwise.
+  complete set is there, and loads `name` through TFDS otherwise. `test_only` (evaluation)
+  neither needs nor reads the training files; the training arrays are then empty.
   """
   info = dataset_info(name)
   if data_dir is not None:
     if not os.path.isdir(data_dir):
       raise DataError(f"--data_dir={data_dir} does not exist or is not a directory; expected "
                       f"a folder holding the {name} files.")
-    files = find_raw_files(name, data_dir)
+    files = find_raw_files(name, data_dir, test_only)
     if files is not None:
-      arrays = read_raw(name, files)
+      arrays = read_raw(name, files, test_only)
       _check_shapes(arrays, info, "raw files in " + os.path.dirname(next(iter(files.values()))))
       return arrays
   try:

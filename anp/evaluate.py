@@ -43,6 +43,7 @@ from anp import data, efficiency
 from anp.config import Config, run_config_path
 from anp.errors import UserError
 from anp.export import PRUNING_JSON, load_saved_model
+from anp.progress import Progress
 from anp.runs import RunError, architecture, load_run
 from attacks.common import per_example, predictions_correct
 from attacks.losses import cw_margin
@@ -208,9 +209,7 @@ def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, labe
   """Runs `step` over a dataset and aggregates: fractions and mean vulnerabilities."""
   per, linf, layer_vul, unit_vul, total = [], [], 0.0, 0.0, 0
   adv_label = label or "adv_acc"
-  # Running accuracies over all examples so far (Keras 3's Progbar shows the last value given).
-  bar = keras.utils.Progbar(n_examples, unit_name="example", verbose=1 if verbose else 0,
-                            stateful_metrics=["clean_acc", adv_label])
+  bar = Progress(n_examples, "evaluated", unit="example", interval=15.0, enabled=verbose)
   n_clean = n_adv = 0
   for x, y in dataset:
     out = step(x, y)
@@ -221,7 +220,8 @@ def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, labe
       layer_vul = layer_vul + out["layer_vul"].numpy().astype(np.float64)
       unit_vul = unit_vul + out["unit_vul"].numpy().astype(np.float64)
     total, n_clean, n_adv = total + len(c), n_clean + int(c.sum()), n_adv + int(a.sum())
-    bar.add(len(c), [("clean_acc", n_clean / total), (adv_label, n_adv / total)])
+    bar.update(total, {"clean_acc": n_clean / total, adv_label: n_adv / total})
+  bar.close()
   if total == 0:
     raise UserError("No test examples to evaluate (check --eval_examples and the data).")
   per = np.concatenate(per, axis=1)
@@ -558,7 +558,7 @@ def run_eval(cfg, arrays=None, verbose=True):
   if cfg.seed is not None:
     keras.utils.set_random_seed(cfg.seed)
   info = data.dataset_info(cfg.dataset)
-  _, _, x_te, y_te = arrays or data.load_arrays(cfg.dataset, cfg.data_dir)
+  _, _, x_te, y_te = arrays or data.load_arrays(cfg.dataset, cfg.data_dir, test_only=True)
   n = min(cfg.eval_examples or len(x_te), len(x_te))
   test_ds = data.make_dataset(x_te[:n], y_te[:n], EVAL_BATCH, training=False,
                               preprocess=cfg.preprocess)

@@ -346,7 +346,8 @@ def run_export(cfg, arrays=None):
     print(f"SavedModel written to {path}")
     return dict(path=path)
   compact = compact_model(net)
-  _, _, x_te, y_te = arrays or data.load_arrays(run_cfg.dataset, cfg.data_dir or run_cfg.data_dir)
+  _, _, x_te, y_te = arrays or data.load_arrays(run_cfg.dataset, cfg.data_dir or run_cfg.data_dir,
+                                                test_only=True)
   n = min(cfg.eval_examples or 1000, len(x_te))
   x_test = next(iter(data.make_dataset(x_te[:n], y_te[:n], n, training=False,
                                        preprocess=run_cfg.preprocess)))[0]

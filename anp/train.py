@@ -9,13 +9,11 @@ stopped and ends with the same weights, masks and log as an uninterrupted run.
 
 import json
 import os
-import sys
-import time
-
 import tensorflow as tf
 
 from anp import data
 from anp.config import RUN_KEYS, Config, run_config_path
+from anp.progress import Progress
 from anp.model import AdversarialTrainer, adam, staircase
 from anp.runs import LR_DECAY_POINTS, RunError, architecture, build_net, restore_net
 
@@ -25,6 +23,7 @@ BASE_LR = 1e-3
 CHECKPOINT_EVERY = {"lenet": 500, "vgg": 50}
 # Validation PGD seeds live apart from the training steps' (seed, step) pairs.
 _VAL_COUNTER = -(2 ** 40)
+SHOWN = ("loss", "acc_clean", "acc_adv")  # metrics in the progress line
 
 
 def make_trainer(net, cfg, n_train, total_steps):
@@ -81,33 +80,6 @@ def check_run_dir(cfg):
       print(f"Continuing with --{key}={getattr(cfg, key)} instead of {getattr(saved, key)}"
             f"{note}.")
   return saved
-
-
-class Progress:
-  """A bar on a terminal; elsewhere (nohup, tee, CI) a plain line every `interval` s."""
-
-  def __init__(self, total, first, epoch, epochs, interval=30.0):
-    self.total, self.first, self.epoch, self.epochs = total, first, epoch, epochs
-    self.tty, self.interval = sys.stdout.isatty(), interval
-    self.start = self.last = time.time()
-
-  def update(self, done, logs, force=False):
-    now = time.time()
-    if not force and now - self.last < (0.2 if self.tty else self.interval):
-      return
-    self.last = now
-    rate = (done - self.first) / max(now - self.start, 1e-9)
-    eta = (self.total - done) / rate if rate > 0 else 0.0
-    shown = " ".join(f"{k} {float(logs[k]):.4f}" for k in ("loss", "acc_clean", "acc_adv")
-                     if k in logs)
-    line = (f"epoch {self.epoch}/{self.epochs} step {done}/{self.total} {rate:.1f} step/s "
-            f"eta {int(eta) // 60}m{int(eta) % 60:02d}s {shown}")[:99]
-    print(("\r" + line.ljust(99)) if self.tty else line, end="" if self.tty else "\n",
-          flush=True)
-
-  def close(self):
-    if self.tty:
-      print(flush=True)
 
 
 def _validate(trainer, val_ds, epoch):
@@ -189,15 +161,13 @@ def run_train(cfg, arrays=None):
   train_step = tf.function(trainer.train_step, jit_compile=cfg.jit_compile)
   writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "logs"))
   for epoch in range(epoch, cfg.epochs):
-    progress = Progress(spe, step - epoch * spe, epoch + 1, cfg.epochs)
-    logs = {}
+    progress = Progress(spe, f"epoch {epoch + 1}/{cfg.epochs} step", first=step - epoch * spe)
     while step < (epoch + 1) * spe:
       logs = train_step(next(batches))
       step += 1
-      progress.update(step - epoch * spe, logs)
+      progress.update(step - epoch * spe, {k: logs[k] for k in SHOWN if k in logs})
       if step % every == 0 and step < (epoch + 1) * spe:
         manager.save(checkpoint_number=step)
-    progress.update(spe, logs, force=True)
     progress.close()
     record = dict(epoch=epoch + 1, step=step, n_active=net.n_active(),
                   sparsity=net.sparsity(),

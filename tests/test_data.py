@@ -378,6 +378,21 @@ class RealDataTest(tf.test.TestCase):
         np.bincount(y_te), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
     self.assertEqual((int(x_tr.min()), int(x_tr.max())), (0, 255))
 
+  def test_test_split_alone_is_enough_for_evaluation(self):
+    root = os.path.join(_tmpdir(self), "mnist")
+    os.makedirs(root)
+    for name in os.listdir(os.path.join(SHARED_DATA, "mnist")):
+      if name.startswith("t10k"):
+        os.symlink(os.path.join(SHARED_DATA, "mnist", name), os.path.join(root, name))
+    with open(os.path.join(root, "train-images-idx3-ubyte"), "wb") as f:
+      f.write(b"truncated")  # a broken training file must not matter
+    x_tr, y_tr, x_te, y_te = data.load_arrays("mnist", os.path.dirname(root), test_only=True)
+    self.assertEqual((x_tr.shape, y_tr.shape), ((0, 28, 28, 1), (0,)))
+    self.assertEqual(x_te.shape, (10000, 28, 28, 1))
+    np.testing.assert_array_equal(y_te[:5], [7, 2, 1, 0, 4])
+    with self.assertRaises(DataError):
+      data.load_arrays("mnist", os.path.dirname(root))
+
   def test_fashion_mnist(self):
     x_tr, y_tr, x_te, y_te = data.load_arrays("fashion_mnist", SHARED_DATA)
     self.assertEqual((x_tr.shape, x_te.shape), ((60000, 28, 28, 1), (10000, 28, 28, 1)))
