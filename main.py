@@ -1,4 +1,26 @@
-"""anp command line: python main.py --mode=train|eval|prune|export|report [flags]."""
+r"""anp: adversarially robust and sparse networks (ANP-VS, ICML 2020) in TF 2 / Keras.
+
+python main.py --mode=MODE [flags]; every flag is listed below. By mode:
+
+  quickstart  the whole MNIST pipeline in one command (about 5 minutes on 2 cores)
+      python main.py --mode=quickstart --data_dir=../shared/data
+  train       --dataset --method --model_dir --init_from --epochs --seed --checkpoint_every,
+              loss weights (--beta --lambda_vs --adv_weight ...), training attack (--eps ...)
+      python main.py --mode=train --dataset=mnist --method=anp_vs --data_dir=../shared/data \
+          --init_from=runs/mnist_standard --model_dir=runs/mnist_anp_vs
+  eval        --model_dir --attack --attack_steps --restarts --eot_samples --eval_examples
+              --source_model_dir --sanity_checks
+      python main.py --mode=eval --model_dir=runs/mnist_anp_vs --data_dir=../shared/data \
+          --attack=strongest --sanity_checks
+  prune       compact SavedModel of a masked run: --model_dir --export_dir --thres
+      python main.py --mode=prune --model_dir=runs/mnist_anp_vs --export_dir=export/anp_vs
+  export      SavedModel of any run, unpruned: --model_dir --export_dir
+      python main.py --mode=export --model_dir=runs/mnist_at --export_dir=export/at
+  report      table and figures of several evaluated runs: --runs --report_dir
+      python main.py --mode=report --runs=runs/a,runs/b --report_dir=report
+
+User errors print one line and exit with status 2.
+"""
 
 import os
 import sys
@@ -68,4 +90,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  if any(arg in ("-h", "-?", "--help", "--helpshort") for arg in sys.argv[1:]):
+    print(__doc__)  # absl's --help exits with status 1; asking for help is not an error
+    print(absl_flags.FLAGS.main_module_help())
+    sys.exit(0)
   app.run(main)

@@ -24,7 +24,7 @@ def run_quickstart(cfg):
   root = DEFAULT_ROOT if cfg.model_dir == Config.model_dir else cfg.model_dir
   dirs = {k: os.path.join(root, k) for k in ("standard", "anp_vs", "export", "report")}
   common = dict(dataset="mnist", data_dir=cfg.data_dir, seed=cfg.seed,
-                steps_per_epoch=cfg.steps_per_epoch, val_examples=min(cfg.val_examples, 500))
+                steps_per_epoch=cfg.steps_per_epoch, val_examples=cfg.val_examples or 500)
   if cfg.train_attack_steps:
     common["train_attack_steps"] = cfg.train_attack_steps
   say = lambda text: print(f"\n== {text}", flush=True)  # noqa: E731

@@ -214,6 +214,11 @@ def run_report(cfg):
   if not cfg.report_dir:
     raise ReportError("Flag --report_dir: expected the folder to write report.md into.")
   results = [load_eval(run) for run in runs]
+  spaces = [(r.get("dataset"), r.get("preprocess")) for r in results]
+  if len(set(spaces)) > 1:
+    found = ", ".join(f"{run}: {d}/{p}" for run, (d, p) in zip(runs, spaces))
+    raise ReportError("Flag --runs: one table compares runs of one data set and input space; "
+                      f"these mix them ({found}). Report each group separately.")
   names = row_names(results, runs)
   os.makedirs(cfg.report_dir, exist_ok=True)
   plots = {UNITS_PNG: plot_units, VULN_PNG: plot_vulnerability_distribution,
@@ -223,7 +228,8 @@ def run_report(cfg):
     paths.append(os.path.join(cfg.report_dir, filename))
     plot(results, names, paths[-1])
   table = markdown_table([table_cells(r, n) for r, n in zip(results, names)])
-  lines = ["# Evaluation report", "",
+  dataset, preprocess = spaces[0]
+  lines = ["# Evaluation report", "", f"Data set: **{dataset}**, input space: {preprocess}.", "",
            "Accuracies in %, vulnerability = mean |f(x) - f(x_adv)| of the latent features, "
            "Memory in % of the full network, Flops as the speed-up ratio, Sparsity in % of "
            "units pruned (the original README's columns).", "", table,
@@ -241,6 +247,7 @@ def run_report(cfg):
   report = os.path.join(cfg.report_dir, "report.md")
   with open(report, "w") as f:
     f.write("\n".join(lines))
+  print(f"Data set: {dataset}, input space: {preprocess}")
   print(table, end="")
   print(f"Wrote {report} and {', '.join(os.path.basename(p) for p in paths)}.")
   return dict(report=report, plots=paths, table=table)

@@ -82,11 +82,11 @@ def check_run_dir(cfg):
   return saved
 
 
-def _validate(trainer, val_ds, epoch):
-  """Example-weighted means of the validation metrics (seeded PGD start per batch)."""
+def _validate(trainer, step, val_ds, epoch):
+  """Example-weighted means of `step` (trainer.evaluate_batch, compiled) over val_ds, with a
+  seeded PGD start per batch."""
   if val_ds is None:
     return {}
-  step = tf.function(trainer.evaluate_batch)
   totals, n = {}, 0
   for i, (x, y) in enumerate(val_ds):
     (seed,) = trainer.step_seeds(_VAL_COUNTER - epoch * 2 ** 20 - i, 1)
@@ -159,6 +159,7 @@ def run_train(cfg, arrays=None):
                                        start_step=step, augment=arch == "vgg",
                                        preprocess=cfg.preprocess))
   train_step = tf.function(trainer.train_step, jit_compile=cfg.jit_compile)
+  val_step = tf.function(trainer.evaluate_batch)
   writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "logs"))
   for epoch in range(epoch, cfg.epochs):
     progress = Progress(spe, f"epoch {epoch + 1}/{cfg.epochs} step", first=step - epoch * spe)
@@ -172,7 +173,7 @@ def run_train(cfg, arrays=None):
     record = dict(epoch=epoch + 1, step=step, n_active=net.n_active(),
                   sparsity=net.sparsity(),
                   **{m.name: float(m.result()) for m in trainer.metrics},
-                  **_validate(trainer, val_ds, epoch))
+                  **_validate(trainer, val_step, val_ds, epoch))
     for m in trainer.metrics:
       m.reset_state()
     records.append(record)

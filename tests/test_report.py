@@ -112,3 +112,19 @@ def test_missing_runs_and_eval_json_name_the_run(tmp_path):
     report.run_report(Config(mode="report", runs=" , ", report_dir=str(tmp_path / "o")))
   with pytest.raises(UserError, match="--report_dir"):
     report.run_report(Config(mode="report", runs=good, report_dir=None))
+
+
+def test_mixed_data_sets_or_input_spaces_are_refused(tmp_path):
+  mnist = write_run(tmp_path / "m", fake_eval("at", 0.99, 0.88, 0.04, [20, 50, 800, 500]))
+  cifar = fake_eval("at", 0.8, 0.4, 0.1, [20, 50, 800, 500])
+  cifar.update(dataset="cifar10", architecture="vgg")
+  other = write_run(tmp_path / "c", cifar)
+  original = dict(cifar, preprocess="original")
+  orig = write_run(tmp_path / "o_run", original)
+  for runs, text in (((mnist, other), "mnist/pixel.*cifar10/pixel"),
+                     ((other, orig), "cifar10/pixel.*cifar10/original")):
+    with pytest.raises(UserError, match=text):
+      report.run_report(Config(mode="report", runs=",".join(runs), report_dir=str(tmp_path / "x")))
+  assert not (tmp_path / "x").exists()
+  report.run_report(Config(mode="report", runs=mnist, report_dir=str(tmp_path / "ok")))
+  assert "Data set: **mnist**, input space: pixel." in (tmp_path / "ok" / "report.md").read_text()

@@ -75,6 +75,18 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn(f"--{flag}", out.stderr)
     self.assertNotIn("Traceback", out.stderr)
 
+  def test_help_exits_zero_with_an_example_per_mode(self):
+    out = run_main("--help", timeout=120)
+    self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+    for mode in ("quickstart", "train", "eval", "prune", "export", "report"):
+      self.assertIn(f"python main.py --mode={mode}", out.stdout)
+    self.assertIn("--checkpoint_every", out.stdout)
+
+  def test_cifar_validates_on_fewer_examples_by_default(self):
+    self.assertEqual(Config(dataset="mnist").resolved().val_examples, 1000)
+    self.assertEqual(Config(dataset="cifar10").resolved().val_examples, 200)
+    self.assertEqual(Config(dataset="cifar10", val_examples=0).resolved().val_examples, 0)
+
   def test_missing_data_dir_is_a_clear_error(self):
     missing = os.path.join(self.get_temp_dir(), "no_such_dir")
     out = run_main("--mode=train", f"--data_dir={missing}",
