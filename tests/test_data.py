@@ -359,6 +359,26 @@ class TfdsFallbackTest(tf.test.TestCase):
     np.testing.assert_array_equal(out[3], [4, 5])
 
 
+class RealTfdsImportTest(tf.test.TestCase):
+
+  def test_real_tensorflow_datasets_gets_as_far_as_the_download(self):
+    """The pinned tensorflow_datasets imports and builds MNIST up to the download (which is
+    stopped here: no network needed); a missing dependency fails before that point."""
+    import tensorflow_datasets as tfds
+
+    class Reached(Exception):
+      pass
+
+    def stop(*args, **kwargs):
+      raise Reached
+
+    manager = tfds.download.DownloadManager
+    with mock.patch.object(manager, "download", stop), \
+        mock.patch.object(manager, "download_and_extract", stop), \
+        self.assertRaises(Reached):
+      data._load_tfds("mnist", _tmpdir(self))
+
+
 class RealDataTest(tf.test.TestCase):
   """The offline copies of the official files (skipped where ../shared/data is absent)."""
 
