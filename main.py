@@ -77,7 +77,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # checkpoint sharding INFO lines
   _import_tensorflow_quietly()
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    print(f"error: unexpected arguments: {' '.join(argv[1:])}; flags are --name=value",
+          file=sys.stderr)
+    sys.exit(2)
   try:
     run(flags.config_from_flags())
   except UserError as e:
@@ -89,9 +91,18 @@ def main(argv):
     sys.exit(130)
 
 
+def parse_flags(argv):
+  """absl's parser, but a bad flag is a user error like any other: one line, status 2."""
+  try:
+    return absl_flags.FLAGS(argv)
+  except absl_flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
   if any(arg in ("-h", "-?", "--help", "--helpshort") for arg in sys.argv[1:]):
     print(__doc__)  # absl's --help exits with status 1; asking for help is not an error
     print(absl_flags.FLAGS.main_module_help())
     sys.exit(0)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

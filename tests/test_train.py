@@ -71,7 +71,7 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
   )
   def test_bad_flags_exit_nonzero_with_clear_message(self, args, flag):
     out = run_main(*args, "--epochs=1", timeout=120)
-    self.assertNotEqual(out.returncode, 0)
+    self.assertEqual(out.returncode, 2, out.stderr)  # flag parsing and validation alike
     self.assertIn(f"--{flag}", out.stderr)
     self.assertNotIn("Traceback", out.stderr)
 
