@@ -23,7 +23,7 @@ import tensorflow as tf
 from anp import data, efficiency
 from anp.config import run_config_path
 from anp.errors import UserError
-from anp.runs import architecture, load_run
+from anp.runs import architecture, check_writable_dir, load_run
 from models.lenet import LeNet5
 
 layers = keras.layers
@@ -335,6 +335,7 @@ def run_export(cfg, arrays=None):
   """--mode=prune (compact model) or --mode=export (the model as trained) to --export_dir."""
   if not cfg.export_dir:
     raise UserError(f"Flag --export_dir is required with --mode={cfg.mode}.")
+  check_writable_dir(cfg.export_dir, "--export_dir")
   net, run_cfg = load_run(cfg.model_dir)
   info = data.dataset_info(run_cfg.dataset)
   standardize = run_cfg.preprocess == "original" and architecture(run_cfg.dataset) == "vgg"

@@ -18,6 +18,17 @@ class RunError(UserError):
   """A model directory or checkpoint that cannot be used; the message says why."""
 
 
+def check_writable_dir(path, flag):
+  """RunError unless `path` is a directory, or can be made one, that we may write in."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise RunError(f"Flag {flag}: {path!r} is a file; expected a directory.")
+  parent = os.path.abspath(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise RunError(f"Flag {flag}: cannot write in {parent!r} (permission denied).")
+
+
 def architecture(dataset):
   return "lenet" if dataset_info(dataset).image_shape == (28, 28, 1) else "vgg"
 

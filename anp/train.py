@@ -15,7 +15,8 @@ from anp import data
 from anp.config import RUN_KEYS, Config, run_config_path
 from anp.progress import Progress
 from anp.model import AdversarialTrainer, adam, staircase
-from anp.runs import LR_DECAY_POINTS, RunError, architecture, build_net, restore_net
+from anp.runs import (LR_DECAY_POINTS, RunError, architecture, build_net,
+                      check_writable_dir, restore_net)
 
 # The original trains unmasked models ('base' mode) with Adam at 1e-3 whatever --init_lr.
 BASE_LR = 1e-3
@@ -52,13 +53,7 @@ def check_run_dir(cfg):
   may only be continued with the same RUN_KEYS; other changes are allowed and printed.
   """
   path = cfg.model_dir
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise RunError(f"Flag --model_dir: {path!r} is a file; expected a directory.")
-  parent = os.path.abspath(path)
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise RunError(f"Flag --model_dir: cannot write in {parent!r} (permission denied).")
+  check_writable_dir(path, "--model_dir")
   if cfg.init_from:
     from anp import original_ckpt  # late import: original_ckpt imports anp.runs
     if not original_ckpt.is_original(cfg.init_from):

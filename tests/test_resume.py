@@ -151,6 +151,14 @@ class RunDirErrorTest(tf.test.TestCase):
     open(path, "w").close()
     self.assert_one_line_error(main_py(path), "--model_dir", "is a file")
 
+  def test_export_dir_that_is_a_file(self):
+    path = os.path.join(self.get_temp_dir(), "export_file")
+    open(path, "w").close()
+    out = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), "--mode=prune",
+                          f"--model_dir={self.get_temp_dir()}", f"--export_dir={path}"],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    self.assert_one_line_error(out, "--export_dir", "is a file")
+
   def test_missing_init_from_leaves_no_folder(self):
     run = os.path.join(self.get_temp_dir(), "new_run")
     missing = os.path.join(self.get_temp_dir(), "no_such_run")
