@@ -25,7 +25,7 @@ User errors print one line and exit with status 2.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # CUDA / oneDNN notices look like failures
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402

@@ -426,18 +426,13 @@ def make_dataset(x, y, batch_size, *, training, augment=False, seed=None, prepro
   if training:
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  standardize = preprocess == "original"
-
-  def to_float(images):
-    images = tf.cast(images, tf.float32) / 255.0
-    return standardize_per_image(images) if standardize else images
 
   if augment:
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip((ds, seeds)).map(
-        lambda xy, s: (to_float(random_pad_crop_flip(xy[0], s)), xy[1]),
+        lambda xy, s: (_to_float(random_pad_crop_flip(xy[0], s), preprocess), xy[1]),
         num_parallel_calls=tf.data.AUTOTUNE)
   else:
-    ds = ds.map(lambda images, labels: (to_float(images), labels),
+    ds = ds.map(lambda images, labels: (_to_float(images, preprocess), labels),
                 num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)

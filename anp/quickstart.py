@@ -1,12 +1,11 @@
-"""--mode=quickstart: the whole pipeline on MNIST in one command (about 6 minutes on 2 cores).
+"""--mode=quickstart: the whole pipeline on MNIST in one command (4-5 minutes on 2 cores).
 
-standard base (1 epoch) -> ANP-VS from it (1 epoch) -> eval of both (PGD-40, 1000 test images,
-the base as black-box source) -> prune/export of the ANP-VS model -> report. Every step writes
-into its own folder under the root (`--model_dir`, default runs/quickstart); re-running resumes
-or skips finished training, like any run directory.
+standard base (1 epoch) -> ANP-VS from it (1 epoch) -> eval of both (PGD-40, 1000 test images;
+the base is ANP-VS's black-box source) -> prune/export of the ANP-VS model -> report. Every
+step writes into its own folder under the root (`--model_dir`, default runs/quickstart);
+re-running resumes or skips finished training, like any run directory.
 """
 
-import dataclasses
 import os
 
 from anp.config import Config
@@ -41,8 +40,8 @@ def run_quickstart(cfg):
         f"-> {dirs[name]}/eval.json")
     run_eval(Config(model_dir=dirs[name], source_model_dir=source, **evals))
   say(f"4/5 prune ANP-VS to a compact SavedModel -> {dirs['export']}")
-  run_export(dataclasses.replace(Config(), mode="prune", model_dir=dirs["anp_vs"],
-                                 export_dir=dirs["export"], data_dir=cfg.data_dir))
+  run_export(Config(mode="prune", model_dir=dirs["anp_vs"], export_dir=dirs["export"],
+                    data_dir=cfg.data_dir))
   say(f"5/5 report -> {dirs['report']}/report.md")
   return run_report(Config(mode="report", runs=f"{dirs['standard']},{dirs['anp_vs']}",
                            report_dir=dirs["report"]))

@@ -58,16 +58,25 @@ def find_checkpoint(path, flag="--model_dir"):
                  "nor a checkpoint prefix (a path whose '.index' file exists).")
 
 
+def locate_checkpoint(path, flag):
+  """('original', path) for a checkpoint of the authors' TF1 code, else ('ours', prefix) of
+  `find_checkpoint`; RunError when `path` is neither."""
+  from anp import original_ckpt  # late import: original_ckpt imports anp.runs
+  if original_ckpt.is_original(path):
+    return "original", path
+  return "ours", find_checkpoint(path, flag)
+
+
 def restore_net(net, path, flag="--init_from"):
   """Loads the network variables of a checkpoint (a run dir or prefix) into `net`.
 
   Only variables present in both are loaded, so a standard model can initialise a
   masked one (the masks keep their initial values).
   """
-  from anp import original_ckpt  # late import: original_ckpt imports anp.runs
-  if original_ckpt.is_original(path):
+  kind, prefix = locate_checkpoint(path, flag)
+  if kind == "original":
+    from anp import original_ckpt  # late import: original_ckpt imports anp.runs
     return original_ckpt.restore_original(net, path)["prefix"]
-  prefix = find_checkpoint(path, flag)
   status = tf.train.Checkpoint(net=net).restore(prefix).expect_partial()
   try:
     status.assert_existing_objects_matched()

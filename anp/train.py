@@ -16,7 +16,7 @@ from anp.config import RUN_KEYS, Config, run_config_path
 from anp.progress import Progress
 from anp.model import AdversarialTrainer, adam, staircase
 from anp.runs import (LR_DECAY_POINTS, RunError, architecture, build_net,
-                      check_writable_dir, restore_net)
+                      check_writable_dir, locate_checkpoint, restore_net)
 
 # The original trains unmasked models ('base' mode) with Adam at 1e-3 whatever --init_lr.
 BASE_LR = 1e-3
@@ -49,19 +49,16 @@ def make_trainer(net, cfg, n_train, total_steps):
 def check_run_dir(cfg):
   """Refuses, before anything is written, a --model_dir/--init_from that cannot be used.
 
-  Returns the Config saved in an existing run directory (None for a new run). A saved run
-  may only be continued with the same RUN_KEYS; other changes are allowed and printed.
+  A saved run may only be continued with the same RUN_KEYS; other changes are allowed and
+  printed.
   """
   path = cfg.model_dir
   check_writable_dir(path, "--model_dir")
   if cfg.init_from:
-    from anp import original_ckpt  # late import: original_ckpt imports anp.runs
-    if not original_ckpt.is_original(cfg.init_from):
-      from anp.runs import find_checkpoint
-      find_checkpoint(cfg.init_from, "--init_from")
+    locate_checkpoint(cfg.init_from, "--init_from")
   cfg_path = run_config_path(path)
   if not os.path.isfile(cfg_path):
-    return None
+    return
   saved = Config.load(cfg_path).resolved()
   differ = [k for k in RUN_KEYS if getattr(saved, k) != getattr(cfg, k)]
   if differ:
@@ -74,7 +71,6 @@ def check_run_dir(cfg):
       note = (" (the learning-rate decay points move with it)" if key == "epochs" else "")
       print(f"Continuing with --{key}={getattr(cfg, key)} instead of {getattr(saved, key)}"
             f"{note}.")
-  return saved
 
 
 def _validate(trainer, step, val_ds, epoch):
