@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from anp.config import METHODS, PREPROCESS, Config
+from anp.config import BIAS_INITS, METHODS, PREPROCESS, Config
 
 MODES = ("train", "eval", "prune", "export", "report", "quickstart")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -31,6 +31,9 @@ flags.DEFINE_enum("preprocess", "pixel", PREPROCESS,
                   "model; original: per-image standardisation before the network and eps in "
                   "standardised units, as the ICML code.")
 flags.DEFINE_integer("seed", 0, "Random seed (Python, NumPy, TF).")
+flags.DEFINE_enum("bias_init", "glorot", BIAS_INITS,
+                  "Initial biases of conv/dense layers. glorot: U(+-sqrt(3/n)) as the ICML "
+                  "code (TF1's default initializer); zeros: the Keras default.")
 
 # Training.
 flags.DEFINE_integer("epochs", 200, "Training epochs.", lower_bound=1)

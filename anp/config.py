@@ -8,6 +8,7 @@ from anp.errors import UserError
 
 METHODS = ("standard", "at", "bp", "anp", "anp_vs")
 PREPROCESS = ("pixel", "original")
+BIAS_INITS = ("glorot", "zeros")
 
 # Per-dataset defaults of the original README (divyam3897/ANP_VS) and paper. val_examples is
 # ours: PGD validation after each epoch costs ~5 s per 1000 LeNet examples but ~65 s per 1000
@@ -36,6 +37,7 @@ class Config:
   init_from: str | None = None
   preprocess: str = "pixel"
   seed: int | None = 0
+  bias_init: str = "glorot"
   # Optimisation (the original's defaults).
   epochs: int = 200
   steps_per_epoch: int | None = None
@@ -87,6 +89,8 @@ class Config:
     need(self.method in METHODS, "method", "one of " + ", ".join(METHODS), self.method)
     need(self.preprocess in PREPROCESS, "preprocess", "one of " + ", ".join(PREPROCESS),
          self.preprocess)
+    need(self.bias_init in BIAS_INITS, "bias_init", "one of " + ", ".join(BIAS_INITS),
+         self.bias_init)
     need(self.eps is None or self.eps >= 0, "eps", "a number >= 0", self.eps)
     need(self.step_size is None or self.step_size > 0, "step_size", "a number > 0",
          self.step_size)
@@ -133,7 +137,7 @@ class Config:
 # What a training run directory is: these keys define the model and its training
 # trajectory, so a run may only be resumed with the same values. The others (--epochs,
 # --val_examples, --checkpoint_every, --data_dir, evaluation flags) may change on resume.
-RUN_KEYS = ("dataset", "method", "preprocess", "seed", "init_from", "batch_size",
+RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from", "batch_size",
             "steps_per_epoch", "init_lr", "adv_weight", "weight_decay", "beta", "lambda_vs",
             "thres", "eps", "step_size", "train_attack_steps")
 

@@ -37,10 +37,11 @@ def build_net(cfg):
   """The (masked) network of a resolved config, built on the dataset's input shape."""
   info = dataset_info(cfg.dataset)
   if architecture(cfg.dataset) == "lenet":
-    net = LeNet5(info.n_classes, masked=cfg.masked, threshold=cfg.thres)
+    net = LeNet5(info.n_classes, masked=cfg.masked, threshold=cfg.thres,
+                 bias_init=cfg.bias_init)
   else:
     net = VGG(info.n_classes, masked=cfg.masked, threshold=cfg.thres,
-              standardize=cfg.preprocess == "pixel")
+              standardize=cfg.preprocess == "pixel", bias_init=cfg.bias_init)
   net(tf.zeros((1,) + info.image_shape))
   return net
 

@@ -5,6 +5,11 @@ import tensorflow as tf
 
 from anp.masks import BetaBernoulli
 
+# Bias initialisers. 'glorot': the original's (TF1 `tf.get_variable` defaults to Glorot
+# uniform, which on a 1-D shape [n] draws U(-sqrt(3/n), sqrt(3/n)); Keras' GlorotUniform
+# computes the same fans); 'zeros': the Keras default.
+BIAS_INITS = {"glorot": "glorot_uniform", "zeros": "zeros"}
+
 
 class MaskedNet(keras.Model):
   """A classifier whose units may carry beta-Bernoulli masks.
@@ -22,10 +27,18 @@ class MaskedNet(keras.Model):
 
   unit_counts = ()
 
-  def __init__(self, masked=True, threshold=1e-3, **kwargs):
+  def __init__(self, masked=True, threshold=1e-3, bias_init="glorot", **kwargs):
     super().__init__(**kwargs)
+    if bias_init not in BIAS_INITS:
+      raise ValueError(f"Expected bias_init in {sorted(BIAS_INITS)}. "
+                       f"Received: bias_init={bias_init!r}")
     self.masked = bool(masked)
     self.threshold = float(threshold)
+    self.bias_init = bias_init
+
+  def _layer_args(self, name):
+    """Keyword arguments of a Conv2D/Dense layer: its name and bias initializer."""
+    return dict(name=name, bias_initializer=BIAS_INITS[self.bias_init])
 
   def _mask(self, a_init, name):
     """A mask layer, or None for an unmasked network."""
@@ -73,5 +86,5 @@ class MaskedNet(keras.Model):
 
   def get_config(self):
     config = super().get_config()
-    config.update(masked=self.masked, threshold=self.threshold)
+    config.update(masked=self.masked, threshold=self.threshold, bias_init=self.bias_init)
     return config

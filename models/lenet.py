@@ -24,14 +24,14 @@ class LeNet5(MaskedNet):
     super().__init__(masked=masked, threshold=threshold, **kwargs)
     self.n_classes = int(n_classes)
     self.masks = []
-    self.conv1 = layers.Conv2D(20, 5, padding="valid", name="conv1")
+    self.conv1 = layers.Conv2D(20, 5, padding="valid", **self._layer_args("conv1"))
     self.bbd1 = self._mask(-1.0, "bbd1")
-    self.conv2 = layers.Conv2D(50, 5, padding="valid", name="conv2")
+    self.conv2 = layers.Conv2D(50, 5, padding="valid", **self._layer_args("conv2"))
     self.bbd2 = self._mask(-1.0, "bbd2")
     self.bbd3 = self._mask(-1.0, "bbd3")
-    self.dense3 = layers.Dense(500, name="dense3")
+    self.dense3 = layers.Dense(500, **self._layer_args("dense3"))
     self.bbd4 = self._mask(-1.0, "bbd4")
-    self.dense4 = layers.Dense(self.n_classes, name="dense4")
+    self.dense4 = layers.Dense(self.n_classes, **self._layer_args("dense4"))
     self.pool = layers.MaxPooling2D(2, 2)
     self.flatten = layers.Flatten()
 

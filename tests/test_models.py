@@ -55,6 +55,23 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
     _, feats = net(tf.random.uniform([2, 28, 28, 1]), return_features=True)
     self.assertAllEqual(feats[0][..., :5], tf.zeros([2, 24, 24, 5]))
 
+  @parameterized.parameters((LeNet5, (28, 28, 1)), (VGG, (32, 32, 3)))
+  def test_biases_start_glorot_uniform_like_the_original(self, cls, shape):
+    # TF1's get_variable default on a bias of shape [n]: U(-sqrt(3/n), sqrt(3/n)).
+    net = _built(cls(), shape)
+    biases = [l.bias for l in net._flatten_layers() if getattr(l, "bias", None) is not None]
+    self.assertGreaterEqual(len(biases), 4)
+    for b in biases:
+      v, limit = b.numpy(), np.sqrt(3.0 / b.shape[0])
+      self.assertLessEqual(np.abs(v).max(), limit)
+      self.assertGreater(np.abs(v).max(), 0.5 * limit)  # spread over the range, not zeros
+    zeros = _built(cls(bias_init="zeros"), shape)
+    for layer in zeros._flatten_layers():
+      if getattr(layer, "bias", None) is not None:
+        self.assertAllEqual(layer.bias, tf.zeros_like(layer.bias))
+    with self.assertRaisesRegex(ValueError, "Expected bias_init"):
+      cls(bias_init="ones")
+
   def test_unmasked_nets_have_no_mask_variables(self):
     for net, shape in [(LeNet5(masked=False), (28, 28, 1)), (VGG(masked=False), (32, 32, 3))]:
       _built(net, shape)
