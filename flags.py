@@ -53,6 +53,11 @@ flags.DEFINE_float("lambda_vs", None,
                    lower_bound=0)
 flags.DEFINE_float("thres", 1e-3, "E[pi] at or below which a unit is pruned.", lower_bound=0)
 flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_boolean("compact_attack", True,
+                     "Craft PGD (training and --mode=eval) on the network without its pruned "
+                     "units, masks folded into the weights: same logits up to float rounding, "
+                     "faster as units are pruned. --nocompact_attack: through the masked "
+                     "layers, as the ICML code.")
 flags.DEFINE_integer("checkpoint_every", None,
                      "Also checkpoint every N training steps (default: 500 for LeNet, 50 for "
                      "VGG, a few minutes on 2 CPU cores); an interrupted run loses at most N.",

@@ -20,8 +20,9 @@ DATASET_DEFAULTS = {
                           lambda_vs=1e-3, val_examples=1000),
     "cifar10": dict(eps=0.03, step_size=0.007, train_attack_steps=10, beta=2.0,
                     lambda_vs=1e-4, val_examples=200),
+    # lambda 0.1 for CIFAR-100: the original README's command (an authors' later commit).
     "cifar100": dict(eps=0.03, step_size=0.007, train_attack_steps=10, beta=1.0,
-                     lambda_vs=1e-4, val_examples=200),
+                     lambda_vs=0.1, val_examples=200),
 }
 
 
@@ -56,6 +57,7 @@ class Config:
   eval_examples: int | None = None
   val_examples: int | None = None
   jit_compile: bool = False
+  compact_attack: bool = True
   checkpoint_every: int | None = None
   # Evaluation suite (--mode=eval) and the other modes.
   attack: str = "pgd"
@@ -76,6 +78,8 @@ class Config:
       cfg.preprocess = "pixel"  # the original feeds LeNet x / 255: both modes are the same
     if cfg.method == "bp" and cfg.beta is None:
       cfg.beta = 1.0  # the original's Bayesian pruning uses KL / N without --beta_weight
+    if cfg.method == "at" and cfg.lambda_vs is None:
+      cfg.lambda_vs = 1e-4  # the original's AT ('base' mode, adv_train) keeps V at its default
     for key, value in DATASET_DEFAULTS[self.dataset].items():
       if getattr(cfg, key) is None:
         setattr(cfg, key, value)
@@ -139,7 +143,7 @@ class Config:
 # --val_examples, --checkpoint_every, --data_dir, evaluation flags) may change on resume.
 RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from", "batch_size",
             "steps_per_epoch", "init_lr", "adv_weight", "weight_decay", "beta", "lambda_vs",
-            "thres", "eps", "step_size", "train_attack_steps")
+            "thres", "eps", "step_size", "train_attack_steps", "compact_attack")
 
 CONFIG_FILE = "config.json"
 

@@ -24,7 +24,7 @@ class AdversarialTrainer(keras.Model):
 
   method   clean CE  PGD CE  masks  vulnerability suppression
   standard    x
-  at          x        x
+  at          x        x               lambda_vs (the original's AT: 1e-4; 0: Madry et al.)
   bp          x               x
   anp         x        x      x
   anp_vs      x        x      x        x
@@ -44,12 +44,13 @@ class AdversarialTrainer(keras.Model):
 
   def __init__(self, net, *, method, n_train, eps=0.3, step_size=0.01, attack_steps=20,
                adv_weight=2.0, beta=1.0, lambda_vs=0.0, weight_decay=1e-4,
-               clip_min=0.0, clip_max=1.0, mask_optimizer=None, seed=None, **kwargs):
+               clip_min=0.0, clip_max=1.0, mask_optimizer=None, seed=None, compact_attack=True,
+               **kwargs):
     super().__init__(**kwargs)
     self.net = net
     self.method = method
     self.adversarial = method in ("at", "anp", "anp_vs")
-    self.use_vs = method == "anp_vs"
+    self.use_vs = method in ("at", "anp_vs") and lambda_vs > 0
     if method in ("bp", "anp", "anp_vs") and not net.masks:
       raise ValueError(f"Method {method!r} needs a network built with masked=True.")
     self.n_train = float(n_train)
@@ -61,6 +62,7 @@ class AdversarialTrainer(keras.Model):
     self.weight_decay = float(weight_decay)
     self.mask_optimizer = mask_optimizer
     self.seed = None if seed is None else int(seed)
+    self.compact_attack = bool(compact_attack)
     names = ["loss", "ce_clean", "acc_clean"]
     if self.adversarial:
       names += ["ce_adv", "acc_adv", "vulnerability"]
@@ -76,10 +78,16 @@ class AdversarialTrainer(keras.Model):
     return self.net(x, training=training)
 
   def make_adversarial(self, x, y, seed=None):
-    """PGD examples; `seed` (shape-[2] ints) fixes the random start."""
+    """PGD examples; `seed` (shape-[2] ints) fixes the random start.
+
+    With `compact_attack` the attack runs on `net.attack_fn()` (the inference-mode network
+    without its pruned units, equal up to float rounding), else through the masked layers.
+    """
     if seed is not None:  # pgd takes one integer seed
       seed = tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
-    return pgd(lambda t: self.net(t, training=False), x, y, seed=seed, **self.attack_args)
+    model_fn = (self.net.attack_fn() if self.compact_attack
+                else lambda t: self.net(t, training=False))
+    return pgd(model_fn, x, y, seed=seed, **self.attack_args)
 
   def step_seeds(self, counter, n):
     """`n` shape-[2] seeds drawn from (seed, counter), or `n` Nones without a seed."""

@@ -22,7 +22,8 @@ import os
 import numpy as np
 
 from anp.errors import UserError
-from anp.evaluate import markdown_table, model_name, output_dir, table_cells
+from anp.evaluate import output_dir
+from anp.tables import markdown_table, model_name, table_cells
 
 REQUIRED = ("clean_acc", "adv_acc")
 UNITS_PNG = "units_per_layer.png"

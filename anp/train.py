@@ -7,8 +7,12 @@ command after an interruption, even `kill -9`, continues exactly where the last 
 stopped and ends with the same weights, masks and log as an uninterrupted run.
 """
 
+import datetime
 import json
 import os
+import platform
+import time
+
 import tensorflow as tf
 
 from anp import data
@@ -41,7 +45,7 @@ def make_trainer(net, cfg, n_train, total_steps):
       net, method=cfg.method, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,
       attack_steps=cfg.train_attack_steps, adv_weight=cfg.adv_weight, beta=cfg.beta,
       lambda_vs=cfg.lambda_vs, weight_decay=cfg.weight_decay, mask_optimizer=mask_opt,
-      seed=cfg.seed)
+      seed=cfg.seed, compact_attack=cfg.compact_attack)
   trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
   return trainer
 
@@ -86,6 +90,19 @@ def _validate(trainer, step, val_ds, epoch):
       totals[k] = totals.get(k, 0.0) + b * float(v)
     n += b
   return {f"val_{k}": v / n for k, v in totals.items()}
+
+
+def machine():
+  """One line naming this machine: CPU model, cores, GPUs, TF version."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  gpus = len(tf.config.list_physical_devices("GPU"))
+  return (f"{cpu}, {os.cpu_count()} cores" + (f", {gpus} GPU" if gpus else "")
+          + f", TF {tf.__version__}")
 
 
 def _log_lines(log_path, last_epoch):
@@ -152,8 +169,10 @@ def run_train(cfg, arrays=None):
   train_step = tf.function(trainer.train_step, jit_compile=cfg.jit_compile)
   val_step = tf.function(trainer.evaluate_batch)
   writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "logs"))
+  host = machine()
   for epoch in range(epoch, cfg.epochs):
     progress = Progress(spe, f"epoch {epoch + 1}/{cfg.epochs} step", first=step - epoch * spe)
+    started, first_step = time.time(), step
     while step < (epoch + 1) * spe:
       logs = train_step(next(batches))
       step += 1
@@ -176,6 +195,12 @@ def run_train(cfg, arrays=None):
           tf.summary.scalar(k, v)
     epoch_var.assign(epoch + 1)
     manager.save(checkpoint_number=step)
+    # Wall time is not part of the (exact) train log: a resumed epoch gets one line per part.
+    with open(os.path.join(cfg.model_dir, "timing.jsonl"), "a") as f:
+      f.write(json.dumps(dict(
+          epoch=epoch + 1, steps=step - first_step, wall_s=round(time.time() - started, 1),
+          started=datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+          machine=host)) + "\n")
     shown = "  ".join(f"{k} {record[k]:.4f}" for k in ("acc_clean", "acc_adv", "val_acc_clean",
                                                        "val_acc_adv") if k in record)
     print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")

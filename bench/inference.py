@@ -24,6 +24,7 @@ from absl import app, flags  # noqa: E402
 from anp.efficiency import forward_flops  # noqa: E402
 from anp.export import compact_model, inference_model, save_for_serving  # noqa: E402
 from anp.runs import load_run  # noqa: E402
+from bench.common import prune_at_random  # noqa: E402
 from models.lenet import LeNet5  # noqa: E402
 from models.vgg import VGG  # noqa: E402
 
@@ -39,12 +40,7 @@ def synthetic_net():
   net = LeNet5() if FLAGS.arch == "lenet" else VGG()
   shape = (28, 28, 1) if FLAGS.arch == "lenet" else (32, 32, 3)
   net(tf.zeros((1,) + shape))
-  rng = np.random.default_rng(0)
-  for mask in net.masks:
-    a_uc = np.full(mask.units, 2.0, np.float32)
-    a_uc[rng.random(mask.units) < FLAGS.prune] = -10.0
-    mask.a_uc.assign(a_uc)
-  return net, shape
+  return prune_at_random(net, FLAGS.prune), shape
 
 
 def timed(fn, x, calls):

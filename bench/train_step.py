@@ -1,14 +1,23 @@
-"""Speed of the ANP-VS train step: images/s, ms/step and achieved GFLOP/s vs a matmul peak.
+"""Speed of the ANP-VS train step: images/s, ms/step and model GFLOP/s against a measured peak.
 
-  python bench/train_step.py [--models=lenet,vgg] [--steps=20] [--vgg_steps=3]
+  python bench/train_step.py [--models=lenet,vgg] [--sparsity=0,0.8] [--compact=false,true]
+                             [--steps=20] [--vgg_steps=3] [--model_dir=RUN]
 
-Prints one JSON object per configuration. The step is the Keras train function of
-`AdversarialTrainer` (PGD on the inference-mode net, then the clean and adversarial
-training passes and both optimizer updates), fed synthetic data of the dataset's shape.
-Work per step is counted as batch * F * (2 * attack_steps + 4 * 2), with F the forward
-FLOPs of one image measured from the model graph: each PGD step is a forward pass and
-a backward pass to the input (~2F); each of the two training passes is a forward pass
-and two backward passes (one per loss, weights and masks) with weight gradients (~4F).
+Prints one JSON object for the machine's peak, then one per configuration (model x sparsity x
+compact attack). The step is the compiled `AdversarialTrainer.train_step` (PGD on the
+inference-mode net, then the clean and adversarial training passes and both optimizer
+updates) on synthetic data of the dataset's shape, median of the timed steps.
+
+Sparsity: the fraction of units of every mask site pruned at random (`bench.common`), or with
+--model_dir the weights and masks of a real run (LeNet). `compact` crafts PGD on
+`net.attack_fn()` (pruned units removed, masks folded; LeNet's has fast conv1 and pooling
+gradients), `false` through the masked layers as before.
+
+Work per step is counted as batch * F * (2 * attack_steps + 4 * 2), F the forward FLOPs of one
+image of the unpruned net: each PGD step is a forward and a backward pass to the input (~2F),
+each of the two training passes a forward pass and two backward passes (~4F). gflops_per_s
+is that dense-equivalent work per second; peak_ratio divides it by the measured peak, so the
+figure carries across machines (above 1 means pruned units were skipped).
 """
 
 import json
@@ -26,10 +35,14 @@ from absl import app, flags  # noqa: E402
 from anp.config import Config  # noqa: E402
 from anp.data import dataset_info  # noqa: E402
 from anp.efficiency import forward_flops  # noqa: E402
-from anp.runs import build_net  # noqa: E402
+from anp.runs import build_net, restore_net  # noqa: E402
 from anp.train import make_trainer  # noqa: E402
+from bench.common import device, peak_gflops, prune_at_random  # noqa: E402
 
 flags.DEFINE_list("models", ["lenet", "vgg"], "Configurations to run: lenet, vgg.")
+flags.DEFINE_list("sparsity", ["0"], "Fractions of units pruned at random per mask site.")
+flags.DEFINE_list("compact", ["true"], "Values of compact_attack to time: true, false.")
+flags.DEFINE_string("model_dir", None, "Time LeNet with the weights and masks of this run.")
 flags.DEFINE_integer("steps", 20, "Timed steps for LeNet.")
 flags.DEFINE_integer("vgg_steps", 3, "Timed steps for VGG-16.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.")
@@ -39,23 +52,18 @@ CONFIGS = {"lenet": dict(dataset="mnist", attack_steps=20),
            "vgg": dict(dataset="cifar10", attack_steps=10)}
 
 
-def matmul_peak_gflops(n=2048, reps=10):
-  a = tf.random.normal([n, n])
-  mm = tf.function(lambda: tf.matmul(a, a))
-  mm().numpy()
-  start = time.perf_counter()
-  for _ in range(reps):
-    out = mm()
-  out.numpy()
-  return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9
-
-
-def bench(name, steps, peak):
+def bench(name, steps, peak, sparsity, compact):
   spec = CONFIGS[name]
   cfg = Config(dataset=spec["dataset"], method="anp_vs", batch_size=64,
-               train_attack_steps=spec["attack_steps"], jit_compile=FLAGS.jit_compile).resolved()
+               train_attack_steps=spec["attack_steps"], jit_compile=FLAGS.jit_compile,
+               compact_attack=compact).resolved()
   info = dataset_info(cfg.dataset)
+  tf.random.set_seed(0)
   net = build_net(cfg)
+  if FLAGS.model_dir and name == "lenet":
+    restore_net(net, FLAGS.model_dir, "--model_dir")
+  else:
+    prune_at_random(net, sparsity)
   trainer = make_trainer(net, cfg, info.n_train, total_steps=10_000)
   x = tf.random.uniform((cfg.batch_size,) + info.image_shape)
   y = tf.random.uniform([cfg.batch_size], 0, info.n_classes, tf.int32)
@@ -69,20 +77,27 @@ def bench(name, steps, peak):
     float(step((x, y))["loss"])
     times.append(time.perf_counter() - start)
   ms = 1000 * float(np.median(times))
-  flops_per_image = forward_flops(lambda t: net(t, training=False), info.image_shape)
+  flops_per_image = forward_flops(lambda t: build_net(cfg)(t, training=False), info.image_shape)
   work = cfg.batch_size * flops_per_image * (2 * cfg.train_attack_steps + 4 * 2)
   return dict(model=f"{name}/{cfg.dataset}", batch=cfg.batch_size,
-              attack_steps=cfg.train_attack_steps, images_per_s=cfg.batch_size / ms * 1000,
-              ms_per_step=ms, forward_mflops_per_image=flops_per_image / 1e6,
-              gflops_per_s=work / ms / 1e6, peak_gflops_per_s=peak,
-              jit_compile=cfg.jit_compile, device="cpu" if not tf.config.list_physical_devices("GPU") else "gpu")
+              attack_steps=cfg.train_attack_steps, compact_attack=compact,
+              sparsity=round(net.sparsity(), 4), units_kept=net.n_active(),
+              images_per_s=round(cfg.batch_size / ms * 1000, 1), ms_per_step=round(ms, 2),
+              forward_mflops_per_image=round(flops_per_image / 1e6, 3),
+              gflops_per_s=round(work / ms / 1e6, 1), peak_gflops_per_s=peak,
+              peak_ratio=round(work / ms / 1e6 / peak, 3), jit_compile=cfg.jit_compile,
+              device=device())
 
 
 def main(_):
-  peak = matmul_peak_gflops()
+  peak = peak_gflops()
+  print(json.dumps(dict(peak_gflops=peak, device=device())), flush=True)
   for name in FLAGS.models:
     steps = FLAGS.vgg_steps if name == "vgg" else FLAGS.steps
-    print(json.dumps(bench(name, steps, peak)), flush=True)
+    for sparsity in map(float, FLAGS.sparsity):
+      for compact in FLAGS.compact:
+        print(json.dumps(bench(name, steps, peak["peak"], sparsity,
+                               compact.lower() == "true")), flush=True)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,14 @@ class MaskedNet(keras.Model):
       return x
     return mask(x, training=training, seed=self._site_seed(seed, self.masks.index(mask)))
 
+  def attack_fn(self):
+    """x -> logits of the network in inference mode, for crafting attacks.
+
+    Subclasses may return a faster function with the same values up to float rounding (e.g.
+    without the pruned units); it is made once per batch and called at every attack step.
+    """
+    return lambda x: self(x, training=False)
+
   @property
   def mask_variables(self):
     return [v for m in self.masks for v in m.trainable_variables]

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from models.base import MaskedNet
+from models.ops import conv2d_one_channel, max_pool_2x2
 
 layers = keras.layers
 
@@ -47,6 +48,47 @@ class LeNet5(MaskedNet):
     features.append(x)
     logits = self.dense4(self._apply(self.bbd4, x, training, seed))
     return (logits, features) if return_features else logits
+
+  def attack_fn(self):
+    """x -> inference-mode logits computed without the pruned units.
+
+    The deterministic masks are folded into the weights (m * (Wx + b) = (m W) x + m b) and the
+    units they zero are gathered away, so attacking a pruned LeNet costs the compact model's
+    FLOPs; max-pooling comes before the ReLU (they commute), and conv1 and the pools take the
+    fast gradients of `models.ops`. Logits equal `self(x)` up to float rounding.
+    """
+    masks = ([m.inference_mask() for m in self.masks] if self.masks
+             else [tf.ones([n]) for n in self.unit_counts])
+    kept = [tf.reshape(tf.where(m > 0), [-1]) for m in masks]
+    m1, m2, m3, m4 = [tf.gather(m, k) for m, k in zip(masks, kept)]
+    k1, k2, _, k4 = kept
+    w1 = tf.gather(self.conv1.kernel, k1, axis=3) * m1
+    b1 = tf.gather(self.conv1.bias, k1) * m1
+    w2 = tf.gather(tf.gather(self.conv2.kernel, k1, axis=2), k2, axis=3) * m2
+    b2 = tf.gather(self.conv2.bias, k2) * m2
+    # Inputs of dense3: the NHWC flattening of [4, 4, 50] keeps (position p, kept channel c)
+    # at p * len(k2) + j in the compact map; row p * 50 + c of dense3.
+    channels = self.conv2.filters
+    positions = self.dense3.kernel.shape[0] // channels
+    rows = tf.reshape(tf.range(positions, dtype=k2.dtype)[:, None] * channels + k2[None], [-1])
+    m3 = tf.gather(masks[2], rows)
+    inputs = tf.reshape(tf.where(m3 > 0), [-1])
+    w3 = tf.gather(tf.gather(self.dense3.kernel, tf.gather(rows, inputs)), k4, axis=1)
+    w3 *= tf.gather(m3, inputs)[:, None]
+    b3 = tf.gather(self.dense3.bias, k4)
+    w4 = tf.gather(self.dense4.kernel, k4) * m4[:, None]
+    b4 = self.dense4.bias
+
+    def logits(x):
+      with tf.name_scope("attack_conv1"):
+        h = tf.nn.relu(max_pool_2x2(conv2d_one_channel(x, w1) + b1))
+      with tf.name_scope("attack_conv2"):
+        h = tf.nn.relu(max_pool_2x2(tf.nn.conv2d(h, w2, 1, "VALID") + b2))
+      with tf.name_scope("attack_dense"):
+        h = tf.gather(tf.reshape(h, [tf.shape(h)[0], -1]), inputs, axis=1)
+        return tf.nn.relu(h @ w3 + b3) @ w4 + b4
+
+    return logits
 
   def get_config(self):
     config = super().get_config()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import evaluate
+from anp import attack_specs, evaluate, sanity, tables
 from anp.config import Config
 from anp.errors import UserError
 from anp.runs import load_run
@@ -47,12 +47,14 @@ def test_table_row_formats_like_the_readme():
   result = dict(method="anp_vs", clean_acc=0.99054, adv_acc=0.91311, vulnerability=0.01704,
                 blackbox=dict(adv_acc=0.95431, vulnerability=0.0151), memory_pct=6.8112,
                 flops_ratio=10.5714, sparsity=0.84161)
-  assert evaluate.table_row(result) == \
+  assert tables.table_row(result) == \
       "| ANP-VS | 99.05 | 91.31 | 95.43 | 0.017 | 0.015 | 6.81 | 10.57 | 84.16 |"
   result.update(blackbox=None, memory_pct=None, flops_ratio=None, method="standard")
-  assert evaluate.table_row(result) == \
+  assert tables.table_row(result) == \
       "| Standard | 99.05 | 91.31 | n/a | 0.017 | n/a | n/a | n/a | 84.16 |"
-  header = evaluate.markdown_table([]).splitlines()[0]
+  assert tables.model_name(dict(method="at")) == "AT"
+  assert tables.model_name(dict(method="at", init_from="runs/standard")) == "Pretrained AT"
+  header = tables.markdown_table([]).splitlines()[0]
   assert header == ("| Model | Clean Acc. | White Box Adversarial acc. | Black Box Adversarial "
                     "acc. | White Box Vulnerability | Black Box Vulnerability | Memory | Flops "
                     "| Sparsity |")
@@ -104,7 +106,7 @@ def test_eval_writes_paper_table_blackbox_and_sanity(runs, tmp_path):
 def test_strongest_is_the_per_example_worst_case(runs):
   result = evaluate.run_eval(eval_cfg(runs["target"], attack="strongest"), mnist_slice())
   per = result["per_attack"]
-  assert list(per) == list(evaluate.STRONGEST)
+  assert list(per) == list(attack_specs.STRONGEST)
   assert result["adv_acc"] <= min(per.values())
   assert per["apgd-ce"] <= per["pgd"] + 0.02  # APGD is not weaker than PGD
   assert result["adv_acc"] < result["clean_acc"]
@@ -139,12 +141,12 @@ def test_sanity_checks_flag_a_gradient_masked_model(runs):
   _, _, x, y = mnist_slice()
   x = tf.constant(x[:200], tf.float32) / 255.0
   y = tf.constant(y[:200])
-  spec = evaluate.AttackSpec("pgd", eps=0.1, step_size=0.01, steps=20)
-  masked = evaluate.sanity_checks(InputQuantized(net), x, y, spec, verbose=False)
+  spec = attack_specs.AttackSpec("pgd", eps=0.1, step_size=0.01, steps=20)
+  masked = sanity.sanity_checks(InputQuantized(net), x, y, spec, verbose=False)
   assert masked["possible_gradient_masking"], masked
   assert "nonzero_gradients" in masked["failed"]
   assert masked["checks"]["nonzero_gradients"]["fraction_nonzero"] == 0.0
-  normal = evaluate.sanity_checks(net, x, y, spec, verbose=False)
+  normal = sanity.sanity_checks(net, x, y, spec, verbose=False)
   assert normal["passed"], normal
 
 
@@ -180,10 +182,10 @@ def test_restarts_and_each_single_attack_run(runs):
   ds = tf.data.Dataset.from_tensor_slices((x[:128].astype(np.float32) / 255.0, y[:128]))
   net, _ = load_run(runs["target"])
   accs = {}
-  for name in evaluate.ATTACKS:
-    spec = evaluate.AttackSpec(name, eps=0.1, step_size=0.01, steps=10,
-                               restarts=2 if name == "pgd" else 1)
-    r = evaluate.evaluate_net(net, ds.batch(64), evaluate.make_attack(spec), 128,
+  for name in attack_specs.ATTACKS:
+    spec = attack_specs.AttackSpec(name, eps=0.1, step_size=0.01, steps=10,
+                                   restarts=2 if name == "pgd" else 1)
+    r = evaluate.evaluate_net(net, ds.batch(64), attack_specs.make_attack(spec), 128,
                               verbose=False)
     accs[name] = r["adv_acc"]
     assert r["adv_acc"] <= r["clean_acc"] + 1e-9 and r["max_linf"] <= 0.1 + 1e-5, name
@@ -197,7 +199,7 @@ def test_efficiency_columns_come_from_anp_efficiency(monkeypatch):
     calls.append((arch, n_active, unit_counts, n_classes))
     return dict(memory_pct=6.8112, flops_ratio=10.5714, sparsity_pct=84.16)
 
-  monkeypatch.setattr(evaluate.efficiency, "paper_columns", paper_columns)
-  cols = evaluate.efficiency_columns("lenet", [7, 25, 105, 30], (20, 50, 800, 500), 10)
+  monkeypatch.setattr(tables.efficiency, "paper_columns", paper_columns)
+  cols = tables.efficiency_columns("lenet", [7, 25, 105, 30], (20, 50, 800, 500), 10)
   assert cols == dict(memory_pct=6.8112, flops_ratio=10.5714)
   assert calls == [("lenet", [7, 25, 105, 30], [20, 50, 800, 500], 10)]

@@ -5,6 +5,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from models.lenet import LeNet5
+from models.ops import conv2d_one_channel
 from models.vgg import VGG
 
 # conv1 5*5*1*20+20, conv2 5*5*20*50+50, dense3 800*500+500, dense4 500*10+10
@@ -71,6 +72,42 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllEqual(layer.bias, tf.zeros_like(layer.bias))
     with self.assertRaisesRegex(ValueError, "Expected bias_init"):
       cls(bias_init="ones")
+
+  @parameterized.parameters(True, False)
+  def test_lenet_attack_fn_equals_the_net_without_pruned_units(self, masked):
+    net = _built(LeNet5(masked=masked), (28, 28, 1))
+    rng = np.random.default_rng(0)
+    for m in net.masks:  # prune ~60% of every site, keep random E[pi] on the rest
+      a_uc = rng.uniform(-1.0, 2.0, m.units).astype(np.float32)
+      a_uc[rng.random(m.units) < 0.6] = -10.0
+      m.a_uc.assign(a_uc)
+    x = tf.random.uniform([16, 28, 28, 1])
+    y = tf.range(16) % 10
+    fast = net.attack_fn()
+    self.assertAllClose(fast(x), net(x, training=False), atol=1e-5, rtol=1e-5)
+
+    def grad(fn):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, fn(x)))
+      return tape.gradient(loss, x)
+
+    g_fast, g_net = grad(fast), grad(lambda t: net(t, training=False))
+    self.assertAllClose(g_fast, g_net, atol=1e-6 * float(tf.reduce_max(tf.abs(g_net))))
+    if masked:  # units really were pruned
+      self.assertTrue(all(k < n for k, n in zip(net.n_active(), net.unit_counts)))
+
+  def test_conv2d_one_channel_gradients_match_tf(self):
+    x = tf.random.uniform([3, 11, 9, 1])
+    k = tf.random.normal([5, 3, 1, 4])
+    dy = tf.random.normal([3, 7, 7, 4])
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch([x, k])
+      ours, ref = conv2d_one_channel(x, k), tf.nn.conv2d(x, k, 1, "VALID")
+    self.assertAllClose(ours, ref)
+    for a, b in zip(tape.gradient(ours, [x, k], output_gradients=dy),
+                    tape.gradient(ref, [x, k], output_gradients=dy)):
+      self.assertAllClose(a, b, atol=1e-5)
 
   def test_unmasked_nets_have_no_mask_variables(self):
     for net, shape in [(LeNet5(masked=False), (28, 28, 1)), (VGG(masked=False), (32, 32, 3))]:

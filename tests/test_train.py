@@ -6,6 +6,7 @@ import subprocess
 import sys
 import unittest
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -41,6 +42,22 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(len(masks0) > 0, cfg.masked)
     for before, v in zip(masks0, net.mask_variables):
       self.assertNotAllClose(before, v.numpy(), msg=v.name)
+
+  def test_at_adds_the_originals_vulnerability_term(self):
+    # The original's AT ('base' mode with adversarial training) adds 1e-4 * V to its loss.
+    x = tf.random.uniform([16, 28, 28, 1])
+    y = tf.range(16) % 10
+    out = {}
+    for lam in (None, 0.0):
+      cfg = Config(dataset="mnist", method="at", train_attack_steps=3, lambda_vs=lam).resolved()
+      keras.utils.set_random_seed(0)
+      trainer = make_trainer(build_net(cfg), cfg, n_train=60000, total_steps=100)
+      out[lam] = {k: float(v) for k, v in tf.function(trainer.train_step)((x, y)).items()}
+    self.assertEqual(Config(method="at").resolved().lambda_vs, 1e-4)
+    self.assertGreater(out[None]["vulnerability"], 0.0)
+    self.assertAllClose(out[None]["vulnerability"], out[0.0]["vulnerability"])
+    self.assertAllClose(out[None]["loss"] - out[0.0]["loss"], 1e-4 * out[None]["vulnerability"],
+                        atol=1e-6, rtol=1e-3)
 
   def test_vulnerability_term_reaches_every_latent_layer(self):
     cfg = Config(dataset="mnist", method="anp_vs", train_attack_steps=2).resolved()
@@ -86,6 +103,16 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(Config(dataset="mnist").resolved().val_examples, 1000)
     self.assertEqual(Config(dataset="cifar10").resolved().val_examples, 200)
     self.assertEqual(Config(dataset="cifar10", val_examples=0).resolved().val_examples, 0)
+
+  def test_defaults_are_the_original_readme_commands(self):
+    # (eps, step_size, train PGD steps, beta, lambda) of the original README's ANP-VS commands.
+    want = {"mnist": (0.3, 0.01, 20, 4.0, 1e-3), "cifar10": (0.03, 0.007, 10, 2.0, 1e-4),
+            "cifar100": (0.03, 0.007, 10, 1.0, 0.1)}
+    for dataset, values in want.items():
+      cfg = Config(dataset=dataset).resolved()
+      self.assertEqual((cfg.eps, cfg.step_size, cfg.train_attack_steps, cfg.beta,
+                        cfg.lambda_vs), values, dataset)
+    self.assertEqual(Config().bias_init, "glorot")
 
   def test_missing_data_dir_is_a_clear_error(self):
     missing = os.path.join(self.get_temp_dir(), "no_such_dir")

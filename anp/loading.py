@@ -1,0 +1,65 @@
+"""The models --mode=eval evaluates: `load_model` opens a training run directory (config.json
+and a checkpoint), a checkpoint of the authors' original TF1 code (`anp.original_ckpt`) or a
+SavedModel (as --mode=export writes), the latter wrapped as a logits model by
+`SavedModelNet`, and returns it with the config that gives its data set and preprocessing.
+"""
+
+import dataclasses
+import os
+
+import tensorflow as tf
+
+from anp.config import Config, run_config_path
+from anp.export import load_saved_model
+from anp.runs import RunError, load_run
+
+
+class SavedModelNet:
+  """A SavedModel's `serving_default` (images -> probabilities) as a logits model.
+
+  Logits are log-probabilities (cross-entropy, CW and DLR losses are unchanged by the
+  per-example shift). It exposes no latent features: its vulnerability is n/a.
+  """
+
+  masks = ()
+  unit_counts = ()
+
+  def __init__(self, path):
+    loaded = load_saved_model(path)
+    self.loaded = loaded
+    self.fn = loaded.signatures["serving_default"] if hasattr(loaded, "signatures") else loaded
+
+  def __call__(self, x, training=False, return_features=False):
+    del training
+    probs = self.fn(images=x)
+    probs = probs["probabilities"] if isinstance(probs, dict) else probs
+    logits = tf.math.log(tf.maximum(tf.cast(probs, tf.float32), 1e-30))
+    return (logits, []) if return_features else logits
+
+
+def _is_saved_model(path):
+  return bool(path) and tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
+
+
+def load_model(path, cfg, flag="--model_dir"):
+  """(net, run_cfg, kind) of a run directory, an original checkpoint or a SavedModel.
+
+  kind: 'run' | 'original_checkpoint' | 'saved_model'. `cfg` (the flags) gives the data set
+  and preprocessing of models that do not record them.
+  """
+  from anp import original_ckpt
+
+  if _is_saved_model(path):
+    # The export may keep the run's config.json next to saved_model.pb.
+    saved = run_config_path(path)
+    run_cfg = Config.load(saved) if os.path.isfile(saved) else dataclasses.replace(cfg)
+    return SavedModelNet(path), run_cfg.resolved(), "saved_model"
+  if path and os.path.isfile(run_config_path(path)):
+    net, run_cfg = load_run(path)
+    return net, run_cfg, "run"
+  if original_ckpt.is_original(path):
+    net, run_cfg = original_ckpt.load_original_run(path, cfg)
+    return net, run_cfg, "original_checkpoint"
+  raise RunError(f"Flag {flag}: {path!r} is not a training run directory (with "
+                 "config.json and a checkpoint), a checkpoint of the original code, or a "
+                 "SavedModel directory.")

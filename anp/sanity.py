@@ -1,0 +1,151 @@
+"""The gradient-masking checks of Carlini et al. (2019), "On Evaluating Adversarial Robustness",
+run by `--sanity_checks` of --mode=eval on at most SANITY_MAX_EXAMPLES test examples:
+`sanity_checks` verifies that PGD accuracy does not increase with eps or steps, that an
+unbounded attack reaches about 0 accuracy, that PGD beats FGSM, uniform noise and the black-box
+transfer attack, and that input gradients are non-zero (`input_gradients`); violations are
+reported as possible gradient masking.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from anp.attack_specs import EVAL_BATCH, make_attack
+from attacks.common import predictions_correct
+from attacks.losses import cw_margin
+
+SANITY_MAX_EXAMPLES = 1000
+
+
+def _accuracy_under(net, x, y, spec, batch=EVAL_BATCH):
+  """Accuracy of `net` on (x, y) under one attack spec ('noise' = uniform noise in the ball)."""
+  model_fn = lambda t: net(t, training=False)  # noqa: E731
+  if spec.name == "noise":
+    def attack(_, xb, yb):
+      del yb
+      noise = tf.random.uniform(tf.shape(xb), -spec.eps, spec.eps)
+      return tf.clip_by_value(xb + noise, spec.clip_min, spec.clip_max)
+  else:
+    attack = make_attack(spec)
+
+  @tf.function(reduce_retracing=True)
+  def step(xb, yb):
+    return predictions_correct(model_fn(tf.stop_gradient(attack(model_fn, xb, yb))), yb)
+
+  right = [step(x[i:i + batch], y[i:i + batch]).numpy() for i in range(0, len(x), batch)]
+  return float(np.concatenate(right).mean())
+
+
+def input_gradients(net, x, y, batch=EVAL_BATCH):
+  """Per example L1 norms of d loss / d x for the margin loss and for cross-entropy.
+
+  The margin max_{j != y} z_j - z_y does not saturate (cross-entropy gradients of very
+  confident examples can underflow to exactly 0 in float32), so it is the one checked.
+  """
+  @tf.function(reduce_retracing=True)
+  def grads(xb, yb):
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch(xb)
+      logits = net(xb, training=False)
+      margin = tf.reduce_sum(cw_margin(logits, yb))
+      ce = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+          labels=tf.cast(yb, tf.int32), logits=logits))
+    norm = lambda g: tf.zeros([tf.shape(xb)[0]]) if g is None else tf.reduce_sum(  # noqa: E731
+        tf.reshape(tf.abs(g), [tf.shape(xb)[0], -1]), axis=1)
+    return norm(tape.gradient(margin, xb)), norm(tape.gradient(ce, xb))
+
+  out = [grads(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]
+  return (np.concatenate([m.numpy() for m, _ in out]),
+          np.concatenate([c.numpy() for _, c in out]))
+
+
+def sanity_checks(net, x, y, spec, *, whitebox_acc=None, blackbox_acc=None,
+                  eps_factors=(0.25, 0.5, 1.0, 2.0), step_fractions=(0.25, 0.5, 1.0),
+                  large_eps=None, large_eps_max_acc=0.02, min_grad_fraction=0.9, tol=None,
+                  verbose=True):
+  """Carlini et al. (2019) checks of a PGD evaluation on (x, y) (float tensors).
+
+  1. eps_monotone: PGD accuracy does not increase with eps (eps x `eps_factors`, the step
+     size scaled alike).
+  2. steps_monotone: nor with the number of steps (`spec.steps` x `step_fractions`).
+  3. large_eps: an unbounded attack (eps = the whole input box, default clip_max -
+     clip_min; step 2.5 eps / steps) brings accuracy to about 0 (<= `large_eps_max_acc`).
+  4. iterative_beats_single_step: PGD is not weaker than FGSM.
+  5. iterative_beats_noise: PGD is not weaker than uniform noise in the same ball.
+  6. whitebox_beats_blackbox: the white-box attack is not weaker than the transferred
+     black-box one (when both accuracies are given).
+  7. nonzero_gradients: the input gradient is non-zero on at least `min_grad_fraction` of
+     the examples.
+  "Not weaker" allows `tol` (default max(0.015, 3 / n)) for the randomness of the attacks.
+  Returns dict(examples, tolerance, checks {name: {values..., passed}}, passed, failed,
+  possible_gradient_masking).
+  """
+  level = tf.get_logger().level
+  tf.get_logger().setLevel("ERROR")  # one traced attack per setting: retracing is expected
+  try:
+    return _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, eps_factors,
+                          step_fractions, large_eps, large_eps_max_acc, min_grad_fraction,
+                          tol, verbose)
+  finally:
+    tf.get_logger().setLevel(level)
+
+
+def _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, eps_factors, step_fractions,
+                   large_eps, large_eps_max_acc, min_grad_fraction, tol, verbose):
+  n = int(len(x))
+  tol = max(0.015, 3.0 / n) if tol is None else tol
+  pgd = spec.replace(name="pgd", restarts=1)
+  checks = {}
+
+  def log(msg):
+    if verbose:
+      print(f"  sanity: {msg}", flush=True)
+
+  accs = [_accuracy_under(net, x, y, pgd.replace(eps=pgd.eps * f, step_size=pgd.step_size * f))
+          for f in eps_factors]
+  checks["eps_monotone"] = dict(
+      eps=[pgd.eps * f for f in eps_factors], adv_acc=accs,
+      passed=all(b <= a + tol for a, b in zip(accs, accs[1:])))
+  log(f"PGD accuracy by eps {checks['eps_monotone']['eps']}: {accs}")
+
+  steps = sorted({max(1, int(round(pgd.steps * f))) for f in step_fractions})
+  accs = [_accuracy_under(net, x, y, pgd.replace(steps=s)) for s in steps]
+  checks["steps_monotone"] = dict(steps=steps, adv_acc=accs,
+                                  passed=all(b <= a + tol for a, b in zip(accs, accs[1:])))
+  log(f"PGD accuracy by steps {steps}: {accs}")
+
+  big = (pgd.clip_max - pgd.clip_min) if large_eps is None else large_eps
+  big_steps = max(pgd.steps, 10)
+  acc = _accuracy_under(net, x, y, pgd.replace(eps=big, step_size=2.5 * big / big_steps,
+                                               steps=big_steps))
+  checks["large_eps"] = dict(eps=big, steps=big_steps, adv_acc=acc,
+                             max_acc=large_eps_max_acc, passed=acc <= large_eps_max_acc)
+  log(f"PGD accuracy at eps={big}: {acc}")
+
+  pgd_acc = _accuracy_under(net, x, y, pgd)
+  fgsm_acc = _accuracy_under(net, x, y, pgd.replace(name="fgsm"))
+  noise_acc = _accuracy_under(net, x, y, pgd.replace(name="noise"))
+  checks["iterative_beats_single_step"] = dict(pgd_acc=pgd_acc, fgsm_acc=fgsm_acc,
+                                               passed=pgd_acc <= fgsm_acc + tol)
+  if pgd.steps * pgd.step_size < pgd.eps:
+    checks["iterative_beats_single_step"]["note"] = (
+        f"steps x step_size = {pgd.steps * pgd.step_size:g} < eps = {pgd.eps:g}: PGD cannot "
+        "use its whole budget; raise --attack_steps or --step_size")
+  checks["iterative_beats_noise"] = dict(pgd_acc=pgd_acc, noise_acc=noise_acc,
+                                         passed=pgd_acc <= noise_acc + tol)
+  log(f"accuracy under PGD {pgd_acc}, FGSM {fgsm_acc}, uniform noise {noise_acc}")
+
+  if whitebox_acc is not None and blackbox_acc is not None:
+    checks["whitebox_beats_blackbox"] = dict(whitebox_acc=whitebox_acc,
+                                             blackbox_acc=blackbox_acc,
+                                             passed=whitebox_acc <= blackbox_acc + tol)
+
+  margin, ce = input_gradients(net, x, y)
+  frac, frac_ce = float(np.mean(margin > 0)), float(np.mean(ce > 0))
+  checks["nonzero_gradients"] = dict(fraction_nonzero=frac, fraction_nonzero_ce=frac_ce,
+                                     min_fraction=min_grad_fraction,
+                                     passed=frac >= min_grad_fraction)
+  log(f"examples with a non-zero input gradient: {frac:.3f} (cross-entropy: {frac_ce:.3f})")
+
+  failed = [k for k, v in checks.items() if not v["passed"]]
+  return dict(examples=n, tolerance=tol, checks=checks, passed=not failed, failed=failed,
+              possible_gradient_masking=bool(failed))

@@ -1,0 +1,95 @@
+"""The paper's table: the README row of an eval.json dict (`table_cells`, `table_row`,
+`markdown_table` with the TABLE_COLUMNS of the original README), the printed summary of
+--mode=eval (`format_table`: accuracies and sparsity in percent), the model's name in the table
+(`model_name`, METHOD_NAMES of the methods) and the Memory/Flops columns (`efficiency_columns`,
+the original code's formulas of `anp.efficiency`). Used by `anp.evaluate` and `anp.report`.
+"""
+
+import os
+
+from anp import efficiency
+
+TABLE_COLUMNS = ("Model", "Clean Acc.", "White Box Adversarial acc.",
+                 "Black Box Adversarial acc.", "White Box Vulnerability",
+                 "Black Box Vulnerability", "Memory", "Flops", "Sparsity")
+METHOD_NAMES = {"standard": "Standard", "at": "AT", "bp": "BP", "anp": "ANP",
+                "anp_vs": "ANP-VS"}
+
+
+def model_name(result):
+  """'ANP-VS' etc.; the folder name of a model whose method is unknown (a SavedModel).
+
+  AT trained from another model's weights (`init_from`) is 'Pretrained AT', as in the paper;
+  the original's AT trains from scratch.
+  """
+  method = result.get("method")
+  if method == "at" and result.get("init_from"):
+    return "Pretrained AT"
+  if method in METHOD_NAMES:
+    return METHOD_NAMES[method]
+  if method:
+    return str(method)
+  return os.path.basename(os.path.normpath(result.get("model_dir") or "model"))
+
+
+def _fmt(value, spec, scale=1.0):
+  return "n/a" if value is None else format(scale * value, spec)
+
+
+def table_cells(result, name=None):
+  """The cells of the README table row of an eval.json dict."""
+  bb = result.get("blackbox") or {}
+  return [name or model_name(result),
+          _fmt(result.get("clean_acc"), ".2f", 100),
+          _fmt(result.get("adv_acc"), ".2f", 100),
+          _fmt(bb.get("adv_acc"), ".2f", 100),
+          _fmt(result.get("vulnerability"), ".3f"),
+          _fmt(bb.get("vulnerability"), ".3f"),
+          _fmt(result.get("memory_pct"), ".2f"),
+          _fmt(result.get("flops_ratio"), ".2f"),
+          _fmt(result.get("sparsity"), ".2f", 100)]
+
+
+def markdown_table(rows):
+  """A markdown table with the README's columns; `rows` are lists of cells."""
+  lines = ["| " + " | ".join(TABLE_COLUMNS) + " |",
+           "| " + " | ".join("---" for _ in TABLE_COLUMNS) + " |"]
+  return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def table_row(result, name=None):
+  return "| " + " | ".join(table_cells(result, name)) + " |"
+
+
+def format_table(result):
+  """The printed summary: accuracies and sparsity in percent, as the paper's tables."""
+  att = result["attack"]
+  label = "strongest of " + "/".join(att["attacks"]) if att["name"] == "strongest" else \
+      f"{att['name'].upper()}-{att['steps']}"
+  if att.get("restarts", 1) > 1:
+    label += f" x{att['restarts']} restarts"
+  bb = result.get("blackbox")
+  rows = [("Clean acc. (%)", _fmt(result["clean_acc"], ".2f", 100)),
+          (f"White box acc. (%), {label}", _fmt(result["adv_acc"], ".2f", 100))]
+  if att["name"] == "strongest":
+    rows += [(f"  {k} acc. (%)", _fmt(v, ".2f", 100)) for k, v in result["per_attack"].items()]
+  rows += [("Black box acc. (%)", _fmt(bb and bb["adv_acc"], ".2f", 100)),
+           ("White box vulnerability", _fmt(result["vulnerability"], ".3f")),
+           ("Black box vulnerability", _fmt(bb and bb["vulnerability"], ".3f")),
+           ("Memory (%)", _fmt(result.get("memory_pct"), ".2f")),
+           ("Flops (x)", _fmt(result.get("flops_ratio"), ".2f")),
+           ("Sparsity (%)", _fmt(result["sparsity"], ".2f", 100)),
+           ("Units kept", f"{result['n_active']} of {result['n_units']}"
+            if result.get("n_units") else "n/a")]
+  sanity = result.get("sanity")
+  if sanity:
+    rows.append(("Sanity checks", "passed" if sanity["passed"] else
+                 "FAILED: " + ", ".join(sanity["failed"]) + " (possible gradient masking)"))
+  width = max(len(k) for k, _ in rows)
+  return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def efficiency_columns(arch, n_active, unit_counts, n_classes):
+  """{memory_pct, flops_ratio}: the paper's columns (`anp.efficiency`)."""
+  cols = efficiency.paper_columns(arch, list(n_active), list(unit_counts), n_classes)
+  return dict(memory_pct=float(cols["memory_pct"]), flops_ratio=float(cols["flops_ratio"]))

@@ -1,0 +1,58 @@
+"""Shared pieces of the bench/ scripts: a measured compute peak and synthetic pruning."""
+
+import time
+
+import numpy as np
+import tensorflow as tf
+
+
+def _best_gflops(fn, flops, reps):
+  fn().numpy()  # trace + warm up
+  best = float("inf")
+  for _ in range(reps):
+    start = time.perf_counter()
+    fn().numpy()
+    best = min(best, time.perf_counter() - start)
+  return flops / best / 1e9
+
+
+def peak_gflops(reps=5):
+  """The best float32 GFLOP/s this machine reaches on large dense work, best of several shapes.
+
+  A single 2048^2 matmul under-reads the peak of small-kernel convolutions (VGG-16 steps ran
+  above it), so large batched 3x3 convolutions are timed too. Returns {'matmul', 'conv',
+  'peak'} where peak is the larger: the denominator of the benches' efficiency ratios.
+  """
+  out = {}
+  mm = 0.0
+  for n in (1024, 2048):
+    a = tf.random.normal([n, n])
+    mm = max(mm, _best_gflops(tf.function(lambda a=a: tf.matmul(a, a)), 2 * n ** 3, reps))
+  out["matmul"] = mm
+  conv = 0.0
+  for batch, size, ch in ((32, 32, 256), (64, 16, 512)):
+    x = tf.random.normal([batch, size, size, ch])
+    k = tf.random.normal([3, 3, ch, ch]) * 0.01
+    flops = 2 * batch * size * size * ch * ch * 9
+    conv = max(conv, _best_gflops(tf.function(lambda x=x, k=k: tf.nn.conv2d(x, k, 1, "SAME")),
+                                  flops, reps))
+  out["conv"] = conv
+  out["peak"] = max(mm, conv)
+  return {k: round(v, 1) for k, v in out.items()}
+
+
+def prune_at_random(net, fraction, seed=0):
+  """Prunes about `fraction` of the units of every mask site of a built masked net (a_uc = -10,
+  E[pi] ~ 1e-4 < thres); the others get a_uc = 2 (E[pi] ~ 0.7). Keeps >= 1 unit per site."""
+  rng = np.random.default_rng(seed)
+  for mask in net.masks:
+    a_uc = np.full(mask.units, 2.0, np.float32)
+    pruned = rng.random(mask.units) < fraction
+    pruned[rng.integers(mask.units)] = False
+    a_uc[pruned] = -10.0
+    mask.a_uc.assign(a_uc)
+  return net
+
+
+def device():
+  return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
