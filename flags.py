@@ -13,7 +13,8 @@ flags.DEFINE_enum("mode", "train", MODES, "What to do.")
 flags.DEFINE_enum("dataset", "mnist", DATASETS,
                   "Data set; mnist/fashion_mnist use LeNet5-Caffe, cifar10/cifar100 VGG-16.")
 flags.DEFINE_enum("method", "anp_vs", METHODS,
-                  "standard: clean training; at: PGD adversarial training; bp: Bayesian "
+                  "standard: clean training; at: PGD adversarial training; trades: TRADES "
+                  "(Zhang et al. 2019); bp: Bayesian "
                   "pruning (masks, clean data); anp: masks + PGD; anp_vs: anp + "
                   "vulnerability suppression.")
 flags.DEFINE_string("data_dir", None,
@@ -43,6 +44,9 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
 flags.DEFINE_float("init_lr", 1e-2, "Learning rate of the masks (weights use 0.1x), > 0.",
                    lower_bound=0)
 flags.DEFINE_float("adv_weight", 2.0, "w: weight of the adversarial cross-entropy.",
+                   lower_bound=0)
+flags.DEFINE_float("trades_beta", 6.0,
+                   "TRADES: weight of KL(f(x) || f(x_adv)) against CE(x) (--method=trades).",
                    lower_bound=0)
 flags.DEFINE_float("weight_decay", 1e-4, "Weight of the L2 penalty (sum of squares / 2).",
                    lower_bound=0)

@@ -6,7 +6,7 @@ import os
 
 from anp.errors import UserError
 
-METHODS = ("standard", "at", "bp", "anp", "anp_vs")
+METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs")
 PREPROCESS = ("pixel", "original")
 BIAS_INITS = ("glorot", "zeros")
 
@@ -45,6 +45,7 @@ class Config:
   batch_size: int = 64
   init_lr: float = 1e-2
   adv_weight: float = 2.0
+  trades_beta: float = 6.0
   weight_decay: float = 1e-4
   beta: float | None = None
   lambda_vs: float | None = None
@@ -113,13 +114,13 @@ class Config:
          "an integer >= 1", self.checkpoint_every)
     need(self.init_lr > 0, "init_lr", "a number > 0", self.init_lr)
     need(0 <= self.thres < 1, "thres", "a number in [0, 1)", self.thres)
-    for flag in ("adv_weight", "weight_decay", "beta", "lambda_vs"):
+    for flag in ("adv_weight", "trades_beta", "weight_decay", "beta", "lambda_vs"):
       value = getattr(self, flag)
       need(value is None or value >= 0, flag, "a number >= 0", value)
 
   @property
   def adversarial(self):
-    return self.method in ("at", "anp", "anp_vs")
+    return self.method in ("at", "trades", "anp", "anp_vs")
 
   @property
   def masked(self):
@@ -142,7 +143,8 @@ class Config:
 # trajectory, so a run may only be resumed with the same values. The others (--epochs,
 # --val_examples, --checkpoint_every, --data_dir, evaluation flags) may change on resume.
 RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from", "batch_size",
-            "steps_per_epoch", "init_lr", "adv_weight", "weight_decay", "beta", "lambda_vs",
+            "steps_per_epoch", "init_lr", "adv_weight", "trades_beta", "weight_decay", "beta",
+            "lambda_vs",
             "thres", "eps", "step_size", "train_attack_steps", "compact_attack")
 
 CONFIG_FILE = "config.json"

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from anp import losses
+from anp.objectives import MixedCE
 from attacks import pgd
 
 
@@ -25,13 +26,16 @@ class AdversarialTrainer(keras.Model):
   method   clean CE  PGD CE  masks  vulnerability suppression
   standard    x
   at          x        x               lambda_vs (the original's AT: 1e-4; 0: Madry et al.)
+  trades      x     KL(x, x_adv)
   bp          x               x
   anp         x        x      x
   anp_vs      x        x      x        x
 
   Weights minimise
-    (CE(x) + w CE(x_adv)) / (1 + w) + beta KL / N + wd L2 + lambda V(x, x_adv)
-  (CE(x) alone without adversarial examples), and the mask parameters minimise, with
+    D + beta KL / N + wd L2 + lambda V(x, x_adv)
+  where the data term D is the `objective`'s: (CE(x) + w CE(x_adv)) / (1 + w) by default
+  (`anp.objectives.MixedCE`), CE(x) + beta_t KL(f(x) || f(x_adv)) for TRADES (`Trades`), CE(x)
+  alone without adversarial examples. The mask parameters minimise, with
   their own optimizer, CE(x_adv) + beta KL / N (CE(x) for bp), as in the original code.
   x_adv is made by L-inf PGD on the network in inference mode, outside the tape.
   The clean and adversarial passes each draw their own per-example masks, and their
@@ -45,18 +49,18 @@ class AdversarialTrainer(keras.Model):
   def __init__(self, net, *, method, n_train, eps=0.3, step_size=0.01, attack_steps=20,
                adv_weight=2.0, beta=1.0, lambda_vs=0.0, weight_decay=1e-4,
                clip_min=0.0, clip_max=1.0, mask_optimizer=None, seed=None, compact_attack=True,
-               **kwargs):
+               objective=None, **kwargs):
     super().__init__(**kwargs)
     self.net = net
     self.method = method
-    self.adversarial = method in ("at", "anp", "anp_vs")
+    self.adversarial = method in ("at", "trades", "anp", "anp_vs")
     self.use_vs = method in ("at", "anp_vs") and lambda_vs > 0
     if method in ("bp", "anp", "anp_vs") and not net.masks:
       raise ValueError(f"Method {method!r} needs a network built with masked=True.")
     self.n_train = float(n_train)
     self.attack_args = dict(eps=eps, step_size=step_size, steps=attack_steps,
                             clip_min=clip_min, clip_max=clip_max)
-    self.adv_weight = float(adv_weight)
+    self.objective = objective or MixedCE(adv_weight)
     self.beta = float(beta)
     self.lambda_vs = float(lambda_vs)
     self.weight_decay = float(weight_decay)
@@ -65,7 +69,7 @@ class AdversarialTrainer(keras.Model):
     self.compact_attack = bool(compact_attack)
     names = ["loss", "ce_clean", "acc_clean"]
     if self.adversarial:
-      names += ["ce_adv", "acc_adv", "vulnerability"]
+      names += ["ce_adv", "acc_adv", "vulnerability", *self.objective.extra_metrics]
     if net.masks:
       names += ["kl"]
     self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -77,17 +81,21 @@ class AdversarialTrainer(keras.Model):
   def call(self, x, training=False):
     return self.net(x, training=training)
 
-  def make_adversarial(self, x, y, seed=None):
-    """PGD examples; `seed` (shape-[2] ints) fixes the random start.
+  def make_adversarial(self, x, y, seed=None, craft=None):
+    """Adversarial examples of `craft(model_fn, x, y, seed, attack_args)` (an objective's),
+    by default PGD on the cross-entropy (the validation attack of every method); `seed`
+    (shape-[2] ints) fixes the random start.
 
     With `compact_attack` the attack runs on `net.attack_fn()` (the inference-mode network
     without its pruned units, equal up to float rounding), else through the masked layers.
     """
-    if seed is not None:  # pgd takes one integer seed
+    if seed is not None:  # the attacks take one integer seed
       seed = tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
     model_fn = (self.net.attack_fn() if self.compact_attack
                 else lambda t: self.net(t, training=False))
-    return pgd(model_fn, x, y, seed=seed, **self.attack_args)
+    if craft is None:
+      return pgd(model_fn, x, y, seed=seed, **self.attack_args)
+    return craft(model_fn, x, y, seed, self.attack_args)
 
   def step_seeds(self, counter, n):
     """`n` shape-[2] seeds drawn from (seed, counter), or `n` Nones without a seed."""
@@ -105,7 +113,7 @@ class AdversarialTrainer(keras.Model):
   def train_step(self, data):
     x, y = data
     attack_seed, clean_seed, adv_seed = self.step_seeds(self.optimizer.iterations, 3)
-    x_adv = (tf.stop_gradient(self.make_adversarial(x, y, attack_seed))
+    x_adv = (tf.stop_gradient(self.make_adversarial(x, y, attack_seed, self.objective.craft))
              if self.adversarial else None)
     net = self.net
     weights, mask_vars = net.weight_variables, net.mask_variables
@@ -119,10 +127,10 @@ class AdversarialTrainer(keras.Model):
                                     seed=adv_seed)
         ce_adv = losses.cross_entropy(y, logits_adv)
         vul = losses.vulnerability(feats, feats_adv)
-        data_loss = (ce_clean + self.adv_weight * ce_adv) / (1.0 + self.adv_weight)
+        data_loss, extra = self.objective.data_loss(y, logits, logits_adv, ce_clean, ce_adv)
         mask_data_loss = ce_adv
         stats.update(ce_adv=ce_adv, acc_adv=losses.accuracy(y, logits_adv),
-                     vulnerability=vul)
+                     vulnerability=vul, **extra)
       kl_term = self.beta * net.kl() / self.n_train
       loss = data_loss + kl_term + self.weight_decay * losses.l2_penalty(weights)
       if self.use_vs:

@@ -12,8 +12,8 @@ from anp import efficiency
 TABLE_COLUMNS = ("Model", "Clean Acc.", "White Box Adversarial acc.",
                  "Black Box Adversarial acc.", "White Box Vulnerability",
                  "Black Box Vulnerability", "Memory", "Flops", "Sparsity")
-METHOD_NAMES = {"standard": "Standard", "at": "AT", "bp": "BP", "anp": "ANP",
-                "anp_vs": "ANP-VS"}
+METHOD_NAMES = {"standard": "Standard", "at": "AT", "trades": "TRADES", "bp": "BP",
+                "anp": "ANP", "anp_vs": "ANP-VS"}
 
 
 def model_name(result):

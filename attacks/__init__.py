@@ -11,6 +11,7 @@ and, when called inside `tf.function` (a Keras `train_step`, an evaluation step,
   fgsm     one signed step of size eps.
   l2_pgd   L2 PGD with normalised gradient steps.
   apgd     Auto-PGD in L-inf (Croce & Hein 2020), CE / DLR loss.
+  trades_pgd  PGD on KL(f(x) || f(x_adv)), the inner maximisation of TRADES (Zhang et al. 2019).
   attack_with_restarts, compiled, correct, loss_gradient; losses in `attacks.losses`.
 """
 
@@ -18,7 +19,9 @@ from attacks.apgd import apgd, apgd_checkpoints
 from attacks.common import correct, loss_gradient
 from attacks.losses import cross_entropy, cw_margin, dlr
 from attacks.pgd import fgsm, l2_pgd, pgd
+from attacks.trades import kl_divergence, trades_pgd
 from attacks.wrappers import attack_with_restarts, compiled
 
 __all__ = ["apgd", "apgd_checkpoints", "attack_with_restarts", "compiled", "correct",
-           "cross_entropy", "cw_margin", "dlr", "fgsm", "l2_pgd", "loss_gradient", "pgd"]
+           "cross_entropy", "cw_margin", "dlr", "fgsm", "kl_divergence", "l2_pgd", "loss_gradient",
+           "pgd", "trades_pgd"]

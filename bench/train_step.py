@@ -46,6 +46,9 @@ flags.DEFINE_string("model_dir", None, "Time LeNet with the weights and masks of
 flags.DEFINE_integer("steps", 20, "Timed steps for LeNet.")
 flags.DEFINE_integer("vgg_steps", 3, "Timed steps for VGG-16.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.")
+flags.DEFINE_boolean("stock_ops", False,
+                     "LeNet's attack_fn with TF's own conv1 and max-pool gradients instead of "
+                     "models/ops.py (to measure what those save).")
 FLAGS = flags.FLAGS
 
 CONFIGS = {"lenet": dict(dataset="mnist", attack_steps=20),
@@ -59,6 +62,7 @@ def bench(name, steps, peak, sparsity, compact):
                compact_attack=compact).resolved()
   info = dataset_info(cfg.dataset)
   tf.random.set_seed(0)
+  dense = build_net(cfg)  # unpruned: the work is counted on it
   net = build_net(cfg)
   if FLAGS.model_dir and name == "lenet":
     restore_net(net, FLAGS.model_dir, "--model_dir")
@@ -77,7 +81,7 @@ def bench(name, steps, peak, sparsity, compact):
     float(step((x, y))["loss"])
     times.append(time.perf_counter() - start)
   ms = 1000 * float(np.median(times))
-  flops_per_image = forward_flops(lambda t: build_net(cfg)(t, training=False), info.image_shape)
+  flops_per_image = forward_flops(lambda t: dense(t, training=False), info.image_shape)
   work = cfg.batch_size * flops_per_image * (2 * cfg.train_attack_steps + 4 * 2)
   return dict(model=f"{name}/{cfg.dataset}", batch=cfg.batch_size,
               attack_steps=cfg.train_attack_steps, compact_attack=compact,
@@ -86,10 +90,19 @@ def bench(name, steps, peak, sparsity, compact):
               forward_mflops_per_image=round(flops_per_image / 1e6, 3),
               gflops_per_s=round(work / ms / 1e6, 1), peak_gflops_per_s=peak,
               peak_ratio=round(work / ms / 1e6 / peak, 3), jit_compile=cfg.jit_compile,
+              stock_ops=FLAGS.stock_ops,
               device=device())
 
 
+def use_stock_ops():
+  import models.lenet  # pylint: disable=g-import-not-at-top
+  models.lenet.conv2d_one_channel = lambda x, k: tf.nn.conv2d(x, k, 1, "VALID")
+  models.lenet.max_pool_2x2 = lambda x: tf.nn.max_pool2d(x, 2, 2, "VALID")
+
+
 def main(_):
+  if FLAGS.stock_ops:
+    use_stock_ops()
   peak = peak_gflops()
   print(json.dumps(dict(peak_gflops=peak, device=device())), flush=True)
   for name in FLAGS.models:

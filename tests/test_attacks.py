@@ -507,3 +507,35 @@ class InvalidArgumentsTest(tf.test.TestCase, parameterized.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class TradesTest(tf.test.TestCase):
+
+  def test_kl_is_zero_on_itself_and_positive_otherwise(self):
+    logits = tf.random.normal([5, 10])
+    self.assertAllClose(attacks.kl_divergence(logits, logits), tf.zeros([5]), atol=1e-6)
+    self.assertAllGreater(attacks.kl_divergence(logits, logits + tf.random.normal([5, 10])), 0.0)
+
+  def test_trades_pgd_stays_in_the_ball_and_raises_the_kl(self):
+    model, (x, _) = trained_mlp(), toy_data(64, 1)
+    model_fn = lambda t: model(t, training=False)  # noqa: E731
+    start = attacks.trades_pgd(model_fn, x, 0.3, 0.01, 0, seed=3)  # the Gaussian start only
+    x_adv = attacks.trades_pgd(model_fn, x, 0.3, 0.01, 40, seed=3)
+    self.assertLessEqual(float(tf.reduce_max(tf.abs(x_adv - x))), 0.3 + 1e-6)
+    self.assertAllInRange(x_adv, 0.0, 1.0)
+    kl = lambda t: float(tf.reduce_mean(attacks.kl_divergence(model_fn(x), model_fn(t))))  # noqa: E731
+    self.assertGreater(kl(x_adv), 10 * kl(start) + 1e-3)
+    self.assertAllEqual(attacks.trades_pgd(model_fn, x, 0.3, 0.01, 0, start_std=0.0), x)
+
+  def test_trades_loss_is_the_clean_cross_entropy_at_x_adv_equal_x(self):
+    from anp import losses as anp_losses
+    from anp.objectives import Trades
+    logits, y = tf.random.normal([8, 10]), tf.range(8)
+    ce = anp_losses.cross_entropy(y, logits)
+    loss, extra = Trades(beta=6.0).data_loss(y, logits, logits, ce, ce)
+    self.assertAllClose(loss, ce)
+    self.assertAllClose(extra["trades_kl"], 0.0, atol=1e-6)
+    shifted = logits + tf.random.normal([8, 10])
+    loss, extra = Trades(beta=6.0).data_loss(y, logits, shifted, ce, None)
+    self.assertAllClose(loss, ce + 6.0 * extra["trades_kl"])
+    self.assertGreater(float(extra["trades_kl"]), 0.0)

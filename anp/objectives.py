@@ -1,0 +1,52 @@
+"""What an adversarial method crafts and minimises: one small object per objective.
+
+`AdversarialTrainer` asks its objective for the training examples (`craft`) and for the data
+term of the weights' loss (`data_loss`); everything else (masks, KL, weight decay, the
+vulnerability term, optimizers) is the trainer's.
+
+  MixedCE  at, anp, anp_vs: PGD on the cross-entropy, (CE(x) + w CE(x_adv)) / (1 + w)
+           (Madry et al. 2018 with the ANP-VS code's mixing weight w = --adv_weight).
+  Trades   trades: PGD on KL(f(x) || f(x_adv)) from a small Gaussian start, then
+           CE(x) + beta KL(f(x) || f(x_adv)) (Zhang et al. 2019, beta = --trades_beta).
+"""
+
+import tensorflow as tf
+
+from attacks import pgd, trades_pgd
+from attacks.trades import kl_divergence
+
+
+class MixedCE:
+  """The original code's adversarial objective."""
+
+  extra_metrics = ()
+
+  def __init__(self, adv_weight=2.0):
+    self.adv_weight = float(adv_weight)
+
+  def craft(self, model_fn, x, y, seed, attack_args):
+    return pgd(model_fn, x, y, seed=seed, **attack_args)
+
+  def data_loss(self, y, logits, logits_adv, ce_clean, ce_adv):
+    del y, logits, logits_adv
+    return (ce_clean + self.adv_weight * ce_adv) / (1.0 + self.adv_weight), {}
+
+
+class Trades:
+  """TRADES: the examples maximise the KL to the clean prediction, the loss trades it off
+  against the clean cross-entropy with weight `beta` (6 in the paper's CIFAR runs)."""
+
+  extra_metrics = ("trades_kl",)
+
+  def __init__(self, beta=6.0):
+    self.beta = float(beta)
+
+  def craft(self, model_fn, x, y, seed, attack_args):
+    del y
+    args = {k: v for k, v in attack_args.items() if k != "steps"}
+    return trades_pgd(model_fn, x, steps=attack_args["steps"], seed=seed, **args)
+
+  def data_loss(self, y, logits, logits_adv, ce_clean, ce_adv):
+    del y, ce_adv
+    kl = tf.reduce_mean(kl_divergence(logits, logits_adv))
+    return ce_clean + self.beta * kl, {"trades_kl": kl}
