@@ -1,9 +1,14 @@
-"""Shared pieces of the bench/ scripts: a measured compute peak and synthetic pruning."""
+"""Shared pieces of the bench/ scripts: a measured compute peak, synthetic pruning, op times."""
 
+import collections
+import glob
+import os
+import re
 import time
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 
 def _best_gflops(fn, flops, reps):
@@ -56,3 +61,24 @@ def prune_at_random(net, fraction, seed=0):
 
 def device():
   return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def op_times(logdir):
+  """{(op, kernel): [total_us, count]} over the executor threads of the host plane."""
+  space = xplane_pb2.XSpace()
+  with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[-1], "rb") as f:
+    space.ParseFromString(f.read())
+  out = collections.defaultdict(lambda: [0.0, 0])
+  for plane in space.planes:
+    for line in plane.lines:
+      if not line.name.startswith("tf_Compute") and "inter" not in line.name.lower():
+        continue
+      for event in line.events:
+        name = plane.event_metadata[event.metadata_id].name
+        if ":" not in name or "::" in name:  # executor bookkeeping, not an op
+          continue
+        op, kernel = name.rsplit(":", 1)
+        op = re.sub(r"(while/body/_\d+/|while/|gradient_tape/|le_net5(_\d+)?/)", "", op)
+        out[(op, kernel)][0] += event.duration_ps / 1e6
+        out[(op, kernel)][1] += 1
+  return out

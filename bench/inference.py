@@ -5,7 +5,10 @@
 
 Both models are exported as SavedModels (`serving_default`) and timed through the loaded
 signature: latency at batch 1 (median of --calls calls) and throughput at batch 256.
-Prints one JSON object per model and one with the speedups next to the FLOPs ratio.
+Prints one JSON object per model and one with the speedups next to the FLOPs ratio; with
+--profile, then the --top ops of each model's batch-256 call (milliseconds per call summed
+over executor threads), which is where the compact model's time goes when its speed-up
+falls short of its FLOPs ratio.
 """
 
 import json
@@ -24,7 +27,7 @@ from absl import app, flags  # noqa: E402
 from anp.efficiency import forward_flops  # noqa: E402
 from anp.export import compact_model, inference_model, save_for_serving  # noqa: E402
 from anp.runs import load_run  # noqa: E402
-from bench.common import prune_at_random  # noqa: E402
+from bench.common import op_times, prune_at_random  # noqa: E402
 from models.lenet import LeNet5  # noqa: E402
 from models.vgg import VGG  # noqa: E402
 
@@ -33,6 +36,8 @@ flags.DEFINE_enum("arch", "lenet", ["lenet", "vgg"], "Synthetic net without --mo
 flags.DEFINE_float("prune", 0.8, "Fraction of units the synthetic net prunes.")
 flags.DEFINE_integer("calls", 200, "Timed calls at batch 1.")
 flags.DEFINE_integer("batches", 10, "Timed calls at batch 256.")
+flags.DEFINE_boolean("profile", False, "Print the top ops of each model at batch 256.")
+flags.DEFINE_integer("top", 12, "Ops printed per model with --profile.")
 FLAGS = flags.FLAGS
 
 
@@ -53,6 +58,19 @@ def timed(fn, x, calls):
   return float(np.median(times))
 
 
+def profile(fn, x, calls=5):
+  """The --top ops of `calls` calls of fn(images=x): op, kernel, ms per call."""
+  fn(images=x)
+  logdir = tempfile.mkdtemp()
+  tf.profiler.experimental.start(logdir)
+  for _ in range(calls):
+    fn(images=x)["classes"].numpy()
+  tf.profiler.experimental.stop()
+  ranked = sorted(op_times(logdir).items(), key=lambda kv: -kv[1][0])[:FLAGS.top]
+  return [dict(op=op, kernel=kernel, ms_per_call=round(us / calls / 1000, 3))
+          for (op, kernel), (us, _) in ranked]
+
+
 def main(_):
   if FLAGS.model_dir:
     net, _ = load_run(FLAGS.model_dir)
@@ -62,7 +80,7 @@ def main(_):
   compact = compact_model(net)
   dense = inference_model(net, shape)
   out = tempfile.mkdtemp()
-  results = {}
+  results, profiles = {}, {}
   for name, model in (("dense", dense), ("compact", compact)):
     fn = tf.saved_model.load(save_for_serving(model, os.path.join(out, name), shape)
                              ).signatures["serving_default"]
@@ -72,12 +90,17 @@ def main(_):
     results[name] = dict(model=name, latency_ms_batch1=1000 * latency,
                          images_per_s_batch256=256 / batch, mflops_per_image=flops / 1e6)
     print(json.dumps(results[name]), flush=True)
+    if FLAGS.profile:
+      profiles[name] = profile(fn, tf.random.uniform((256,) + shape))
   d, c = results["dense"], results["compact"]
   print(json.dumps(dict(
       units_kept=net.n_active(), units_total=list(net.unit_counts),
       latency_speedup=d["latency_ms_batch1"] / c["latency_ms_batch1"],
       throughput_speedup=c["images_per_s_batch256"] / d["images_per_s_batch256"],
       flops_ratio=d["mflops_per_image"] / c["mflops_per_image"])), flush=True)
+  for name, ops in profiles.items():
+    for op in ops:
+      print(json.dumps(dict(model=name, **op)), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,8 @@ summed over the executor threads (`cpu_ms`; with two threads busy the wall time 
 half of the total). A last object gives the wall time per step and the sum of all op times.
 """
 
-import collections
-import glob
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -23,12 +20,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
-from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from anp.config import Config  # noqa: E402
 from anp.runs import build_net  # noqa: E402
 from anp.train import make_trainer  # noqa: E402
-from bench.common import prune_at_random  # noqa: E402
+from bench.common import op_times, prune_at_random  # noqa: E402
 
 flags.DEFINE_float("sparsity", 0.0, "Fraction of units pruned at random per mask site.")
 flags.DEFINE_boolean("compact", True, "compact_attack of the trainer.")
@@ -36,27 +32,6 @@ flags.DEFINE_enum("part", "step", ["step", "attack"], "The whole train step, or 
 flags.DEFINE_integer("steps", 3, "Profiled calls.")
 flags.DEFINE_integer("top", 25, "Ops printed.")
 FLAGS = flags.FLAGS
-
-
-def op_times(logdir):
-  """{(op, kernel): [total_us, count]} over the executor threads of the host plane."""
-  space = xplane_pb2.XSpace()
-  with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[-1], "rb") as f:
-    space.ParseFromString(f.read())
-  out = collections.defaultdict(lambda: [0.0, 0])
-  for plane in space.planes:
-    for line in plane.lines:
-      if not line.name.startswith("tf_Compute") and "inter" not in line.name.lower():
-        continue
-      for event in line.events:
-        name = plane.event_metadata[event.metadata_id].name
-        if ":" not in name or "::" in name:  # executor bookkeeping, not an op
-          continue
-        op, kernel = name.rsplit(":", 1)
-        op = re.sub(r"(while/body/_\d+/|while/|gradient_tape/|le_net5(_\d+)?/)", "", op)
-        out[(op, kernel)][0] += event.duration_ps / 1e6
-        out[(op, kernel)][1] += 1
-  return out
 
 
 def main(_):
