@@ -78,7 +78,8 @@ flags.DEFINE_float("step_size", None, "PGD step size, > 0 (default 0.01 MNIST, 0
                    lower_bound=0)
 flags.DEFINE_integer("train_attack_steps", None,
                      "PGD steps in training (default 20 MNIST, 10 CIFAR).", lower_bound=1)
-flags.DEFINE_integer("attack_steps", 40, "Attack iterations in evaluation (every --attack, APGD included).",
+flags.DEFINE_integer("attack_steps", 40,
+                     "Attack iterations in evaluation (every --attack, APGD included).",
                      lower_bound=0)
 flags.DEFINE_integer("eval_examples", None, "Evaluate on the first N test examples.",
                      lower_bound=1)

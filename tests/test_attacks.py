@@ -523,7 +523,10 @@ class TradesTest(tf.test.TestCase):
     x_adv = attacks.trades_pgd(model_fn, x, 0.3, 0.01, 40, seed=3)
     self.assertLessEqual(float(tf.reduce_max(tf.abs(x_adv - x))), 0.3 + 1e-6)
     self.assertAllInRange(x_adv, 0.0, 1.0)
-    kl = lambda t: float(tf.reduce_mean(attacks.kl_divergence(model_fn(x), model_fn(t))))  # noqa: E731
+
+    def kl(t):
+      return float(tf.reduce_mean(attacks.kl_divergence(model_fn(x), model_fn(t))))
+
     self.assertGreater(kl(x_adv), 10 * kl(start) + 1e-3)
     self.assertAllEqual(attacks.trades_pgd(model_fn, x, 0.3, 0.01, 0, start_std=0.0), x)
 
