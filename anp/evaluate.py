@@ -247,7 +247,8 @@ def run_eval(cfg, arrays=None, verbose=True):
       unit_vulnerability=None if wb["unit_vulnerability"] is None else dict(
           layer=len(wb["layer_vulnerability"]) - 1, values=wb["unit_vulnerability"]),
       examples=wb["examples"], max_linf=wb["max_linf"],
-      attack=dict(first, name=cfg.attack, attacks=list(specs)))
+      attack=dict(first, name=cfg.attack, attacks=list(specs),
+                  compact_attack=cfg.compact_attack))
 
   # Black box.
   result["blackbox"] = None

@@ -71,6 +71,7 @@ def test_eval_writes_paper_table_blackbox_and_sanity(runs, tmp_path):
               "blackbox", "memory_pct", "flops_ratio", "unit_vulnerability", "sanity"):
     assert key in saved, key
   assert saved["examples"] == 256 and saved["method"] == "standard"
+  assert saved["attack"]["compact_attack"] is True
   assert saved["clean_acc"] > 0.8
   assert saved["adv_acc"] < saved["clean_acc"] - 0.1
   assert saved["max_linf"] <= ATTACK["eps"] + 1e-5
@@ -203,3 +204,14 @@ def test_efficiency_columns_come_from_anp_efficiency(monkeypatch):
   cols = tables.efficiency_columns("lenet", [7, 25, 105, 30], (20, 50, 800, 500), 10)
   assert cols == dict(memory_pct=6.8112, flops_ratio=10.5714)
   assert calls == [("lenet", [7, 25, 105, 30], [20, 50, 800, 500], 10)]
+
+
+def test_compact_crafting_matches_crafting_through_the_layers(runs):
+  x, y = mnist_slice()[2:]
+  ds = tf.data.Dataset.from_tensor_slices((x[:128].astype(np.float32) / 255.0, y[:128]))
+  net, _ = load_run(runs["target"])
+  spec = attack_specs.AttackSpec("pgd", eps=0.1, step_size=0.01, steps=10)
+  accs = [evaluate.evaluate_net(net, ds.batch(64), attack_specs.make_attack(spec), 128,
+                                verbose=False, compact=compact)["adv_acc"]
+          for compact in (True, False)]
+  assert abs(accs[0] - accs[1]) <= 2 / 128, accs
