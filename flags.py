@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from anp.config import BIAS_INITS, METHODS, PREPROCESS, Config
+from anp.config import BIAS_INITS, DEFENSES, METHODS, PREPROCESS, Config
 
 MODES = ("train", "eval", "prune", "export", "report", "quickstart")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -90,6 +90,12 @@ flags.DEFINE_integer("eot_samples", 1,
                      "stochastic models.", lower_bound=1)
 flags.DEFINE_string("source_model_dir", None,
                     "Run directory of the source model of the black-box (transfer) attack.")
+flags.DEFINE_enum("defense", "none", DEFENSES,
+                  "Inference-time defence of --mode=eval: sap = Stochastic Activation Pruning "
+                  "(Dhillon et al. 2018) after every latent activation; random, so attack it "
+                  "with --eot_samples.")
+flags.DEFINE_float("sap_frac", 1.0, "SAP draws ceil(sap_frac x units) samples per layer, > 0.",
+                   lower_bound=0)
 flags.DEFINE_boolean("sanity_checks", False,
                      "Run the gradient-masking sanity checks of Carlini et al. (2019).")
 

@@ -9,6 +9,7 @@ from anp.errors import UserError
 METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs")
 PREPROCESS = ("pixel", "original")
 BIAS_INITS = ("glorot", "zeros")
+DEFENSES = ("none", "sap")
 
 # Per-dataset defaults of the original README (divyam3897/ANP_VS) and paper. val_examples is
 # ours: PGD validation after each epoch costs ~5 s per 1000 LeNet examples but ~65 s per 1000
@@ -66,6 +67,8 @@ class Config:
   eot_samples: int = 1
   source_model_dir: str | None = None
   sanity_checks: bool = False
+  defense: str = "none"
+  sap_frac: float = 1.0
   export_dir: str | None = None
   runs: str | None = None
   report_dir: str | None = None
@@ -96,6 +99,8 @@ class Config:
          self.preprocess)
     need(self.bias_init in BIAS_INITS, "bias_init", "one of " + ", ".join(BIAS_INITS),
          self.bias_init)
+    need(self.defense in DEFENSES, "defense", "one of " + ", ".join(DEFENSES), self.defense)
+    need(self.sap_frac > 0, "sap_frac", "a number > 0", self.sap_frac)
     need(self.eps is None or self.eps >= 0, "eps", "a number >= 0", self.eps)
     need(self.step_size is None or self.step_size > 0, "step_size", "a number > 0",
          self.step_size)

@@ -34,7 +34,8 @@ from anp.export import PRUNING_JSON
 from anp.loading import load_model
 from anp.progress import Progress
 from anp.runs import architecture
-from anp.sanity import SANITY_MAX_EXAMPLES, sanity_checks
+from anp.sanity import SANITY_MAX_EXAMPLES, is_stochastic, sanity_checks
+from anp.sap import SapNet
 from anp.tables import efficiency_columns, format_table, markdown_table, table_cells, table_row
 from attacks.common import per_example, predictions_correct
 
@@ -170,13 +171,6 @@ def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_
                    label=label)
 
 
-def is_stochastic(net, x, tol=1e-6):
-  """True when two inference calls on the same batch give different logits."""
-  a = np.asarray(net(x, training=False))
-  b = np.asarray(net(x, training=False))
-  return bool(np.max(np.abs(a - b)) > tol)
-
-
 # ----------------------------------------------------------------------------------------------
 # --mode=eval.
 
@@ -196,6 +190,11 @@ def _warn(result, message):
 def run_eval(cfg, arrays=None, verbose=True):
   """Evaluates --model_dir; writes <model_dir>/eval.json and eval.md and returns the dict."""
   net, run_cfg, kind = load_model(cfg.model_dir, cfg)
+  if cfg.defense == "sap":
+    if kind == "saved_model":
+      raise UserError("Flag --defense=sap: needs a training run or an original checkpoint "
+                      "(its activations), not a SavedModel.")
+    net = SapNet(net, cfg.sap_frac)
   # The attack settings come from the flags, the data set and input space from the model.
   cfg = dataclasses.replace(cfg, dataset=run_cfg.dataset,
                             preprocess=run_cfg.preprocess).resolved()
@@ -222,6 +221,8 @@ def run_eval(cfg, arrays=None, verbose=True):
   result = dict(model_dir=cfg.model_dir, model_kind=kind, dataset=cfg.dataset,
                 method=run_cfg.method if known else None,
                 init_from=run_cfg.init_from if known else None, preprocess=cfg.preprocess,
+                defense=None if cfg.defense == "none" else dict(name=cfg.defense,
+                                                                 frac=cfg.sap_frac),
                 architecture=architecture(cfg.dataset), warnings=[])
   x0, _ = next(iter(test_ds))
   stochastic = is_stochastic(net, x0)

@@ -13,6 +13,15 @@ from anp.attack_specs import EVAL_BATCH, make_attack
 from attacks.common import predictions_correct
 from attacks.losses import cw_margin
 
+EOT_CHECK_SAMPLES = 10
+
+
+def is_stochastic(net, x, tol=1e-6):
+  """True when two inference calls on the same batch give different logits."""
+  a = np.asarray(net(x, training=False))
+  b = np.asarray(net(x, training=False))
+  return bool(np.max(np.abs(a - b)) > tol)
+
 SANITY_MAX_EXAMPLES = 1000
 
 
@@ -75,6 +84,10 @@ def sanity_checks(net, x, y, spec, *, whitebox_acc=None, blackbox_acc=None,
      black-box one (when both accuracies are given).
   7. nonzero_gradients: the input gradient is non-zero on at least `min_grad_fraction` of
      the examples.
+  8. eot_does_not_help (random models only, when the attack averages fewer than
+     EOT_CHECK_SAMPLES gradients): PGD with EOT_CHECK_SAMPLES-sample expectation over
+     transformation (Athalye et al. 2018) is not stronger than the evaluated attack; if it
+     is, the randomness masked the gradients.
   "Not weaker" allows `tol` (default max(0.015, 3 / n)) for the randomness of the attacks.
   Returns dict(examples, tolerance, checks {name: {values..., passed}}, passed, failed,
   possible_gradient_masking).
@@ -133,6 +146,13 @@ def _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, eps_factors, ste
   checks["iterative_beats_noise"] = dict(pgd_acc=pgd_acc, noise_acc=noise_acc,
                                          passed=pgd_acc <= noise_acc + tol)
   log(f"accuracy under PGD {pgd_acc}, FGSM {fgsm_acc}, uniform noise {noise_acc}")
+
+  if pgd.eot_samples < EOT_CHECK_SAMPLES and is_stochastic(net, x[:64]):
+    eot_acc = _accuracy_under(net, x, y, pgd.replace(eot_samples=EOT_CHECK_SAMPLES))
+    checks["eot_does_not_help"] = dict(pgd_acc=pgd_acc, eot_samples=EOT_CHECK_SAMPLES,
+                                       eot_acc=eot_acc, passed=eot_acc >= pgd_acc - tol)
+    log(f"random model: PGD accuracy {pgd_acc} with {pgd.eot_samples} gradient sample(s), "
+        f"{eot_acc} with {EOT_CHECK_SAMPLES}")
 
   if whitebox_acc is not None and blackbox_acc is not None:
     checks["whitebox_beats_blackbox"] = dict(whitebox_acc=whitebox_acc,

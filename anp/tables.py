@@ -17,6 +17,13 @@ METHOD_NAMES = {"standard": "Standard", "at": "AT", "trades": "TRADES", "bp": "B
 
 
 def model_name(result):
+  """The table's name of a result: its method's (below), '+ SAP' under that defence."""
+  name = _method_name(result)
+  defense = result.get("defense")
+  return f"{name} + {defense['name'].upper()}" if defense else name
+
+
+def _method_name(result):
   """'ANP-VS' etc.; the folder name of a model whose method is unknown (a SavedModel).
 
   AT trained from another model's weights (`init_from`) is 'Pretrained AT', as in the paper;

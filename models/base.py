@@ -14,11 +14,13 @@ BIAS_INITS = {"glorot": "glorot_uniform", "zeros": "zeros"}
 class MaskedNet(keras.Model):
   """A classifier whose units may carry beta-Bernoulli masks.
 
-  `call(x, training=False, return_features=False, seed=None)` returns logits [B, n_classes], or
+  `call(x, training=False, return_features=False, seed=None, activation_hook=None)` returns
+  logits [B, n_classes], or
   `(logits, features)` where `features` is the list of latent feature maps whose
   distortion under attack defines the vulnerability (Madaan et al. 2020, Sec. 3).
 
-  `seed` (shape-[2] integers, training only) makes the training masks and dropout a pure
+  `activation_hook` (a function h -> h', e.g. `anp.sap.sap`) is applied to every latent
+  activation, the features included. `seed` (shape-[2] integers, training only) makes the training masks and dropout a pure
   function of the seed, which exact resume of a run needs; without it they are fresh samples.
 
   Subclasses create `self.masks` (a list of `BetaBernoulli`, empty when `masked=False`)

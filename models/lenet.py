@@ -36,15 +36,16 @@ class LeNet5(MaskedNet):
     self.pool = layers.MaxPooling2D(2, 2)
     self.flatten = layers.Flatten()
 
-  def call(self, x, training=False, return_features=False, seed=None):
+  def call(self, x, training=False, return_features=False, seed=None, activation_hook=None):
+    hook = activation_hook or (lambda h: h)
     features = []
-    x = tf.nn.relu(self._apply(self.bbd1, self.conv1(x), training, seed))
+    x = hook(tf.nn.relu(self._apply(self.bbd1, self.conv1(x), training, seed)))
     features.append(x)
     x = self.pool(x)
-    x = tf.nn.relu(self._apply(self.bbd2, self.conv2(x), training, seed))
+    x = hook(tf.nn.relu(self._apply(self.bbd2, self.conv2(x), training, seed)))
     features.append(x)
     x = self.flatten(self.pool(x))
-    x = tf.nn.relu(self.dense3(self._apply(self.bbd3, x, training, seed)))
+    x = hook(tf.nn.relu(self.dense3(self._apply(self.bbd3, x, training, seed))))
     features.append(x)
     logits = self.dense4(self._apply(self.bbd4, x, training, seed))
     return (logits, features) if return_features else logits

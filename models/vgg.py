@@ -53,13 +53,14 @@ class VGG(MaskedNet):
     self.dense_fc2 = layers.Dense(self.n_classes, **self._layer_args(f"dense{n + 2}"))
     self.dropout_fc = layers.Dropout(0.5)
 
-  def call(self, x, training=False, return_features=False, seed=None):
+  def call(self, x, training=False, return_features=False, seed=None, activation_hook=None):
+    hook = activation_hook or (lambda h: h)
     features = []
     if self.standardize:
       x = tf.image.per_image_standardization(x)
     for site, block in enumerate(self.blocks, start=len(self.unit_counts)):
       x = self._apply(block["mask"], block["conv"](x), training, seed)
-      x = tf.nn.relu(block["bn"](x, training=training))
+      x = hook(tf.nn.relu(block["bn"](x, training=training)))
       features.append(x)
       x = self._after(block["after"], x, training, seed, site)
     x = self.flatten(x)
@@ -67,7 +68,7 @@ class VGG(MaskedNet):
       x = self._after(self.dropout_fc, x, training, seed, 2 * len(self.unit_counts))
     x = self.dense_fc1(self._apply(self.bbd_fc1, x, training, seed))
     features.append(x)
-    x = tf.nn.relu(self.bn_fc1(x, training=training))
+    x = hook(tf.nn.relu(self.bn_fc1(x, training=training)))
     features.append(x)
     if not self.masked:
       x = self._after(self.dropout_fc, x, training, seed, 2 * len(self.unit_counts) + 1)

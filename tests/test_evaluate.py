@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import attack_specs, evaluate, sanity, tables
+from anp import attack_specs, evaluate, sanity, sap, tables
 from anp.config import Config
 from anp.errors import UserError
 from anp.runs import load_run
@@ -153,8 +153,8 @@ def test_sanity_checks_flag_a_gradient_masked_model(runs):
 
 def test_stochastic_model_without_eot_warns(runs, monkeypatch, capsys, tmp_path):
   net, run_cfg = load_run(runs["target"])
-  assert not evaluate.is_stochastic(net, tf.zeros([4, 28, 28, 1]))
-  assert evaluate.is_stochastic(Noisy(net), tf.zeros([4, 28, 28, 1]))
+  assert not sanity.is_stochastic(net, tf.zeros([4, 28, 28, 1]))
+  assert sanity.is_stochastic(Noisy(net), tf.zeros([4, 28, 28, 1]))
   monkeypatch.setattr(evaluate, "load_model", lambda *a, **k: (Noisy(net), run_cfg, "run"))
   cfg = eval_cfg(str(tmp_path), eval_examples=64, attack_steps=3)
   result = evaluate.run_eval(cfg, mnist_slice())
@@ -215,3 +215,35 @@ def test_compact_crafting_matches_crafting_through_the_layers(runs):
                                 verbose=False, compact=compact)["adv_acc"]
           for compact in (True, False)]
   assert abs(accs[0] - accs[1]) <= 2 / 128, accs
+
+
+def test_sap_keeps_the_expected_activation_and_is_random():
+  h = tf.nn.relu(tf.random.stateless_normal([3, 40], [1, 2]))
+  samples = tf.stack([sap.sap(h, 1.0, seed=[i, 0]) for i in range(3000)])
+  assert float(tf.reduce_max(tf.abs(tf.reduce_mean(samples, 0) - h))) < 0.05
+  assert float(tf.reduce_mean(tf.cast(samples[0] == 0, tf.float32))) > 0.2  # units dropped
+  assert np.all(np.asarray(sap.sap(tf.zeros([2, 5]))) == 0)
+
+
+def test_sap_defense_is_random_and_named(runs):
+  # 300 examples: the last batch (44) has another size, as in a real evaluation.
+  result = evaluate.run_eval(eval_cfg(runs["target"], defense="sap", eval_examples=300),
+                             mnist_slice(), verbose=False)
+  assert result["stochastic"] and result["defense"] == {"name": "sap", "frac": 1.0}
+  assert any("eot_samples" in w for w in result["warnings"])
+  assert tables.model_name(result) == "Standard + SAP"
+
+
+def test_sanity_checks_compare_random_models_with_eot(runs):
+  x, y = mnist_slice()[2:]
+  x, y = tf.constant(x[:32], tf.float32) / 255.0, tf.constant(y[:32])
+  net, _ = load_run(runs["target"])
+  spec = attack_specs.AttackSpec("pgd", eps=0.1, step_size=0.01, steps=10)
+  fast = dict(eps_factors=(1.0,), step_fractions=(1.0,), verbose=False)
+  out = sanity.sanity_checks(sap.SapNet(net), x, y, spec, **fast)
+  check = out["checks"]["eot_does_not_help"]
+  assert check["eot_samples"] == sanity.EOT_CHECK_SAMPLES
+  assert check["passed"] == (check["eot_acc"] >= check["pgd_acc"] - out["tolerance"])
+  assert "eot_does_not_help" not in sanity.sanity_checks(net, x, y, spec, **fast)["checks"]
+  with_eot = sanity.sanity_checks(sap.SapNet(net), x, y, spec.replace(eot_samples=10), **fast)
+  assert "eot_does_not_help" not in with_eot["checks"]  # the attack already uses EOT
