@@ -3,12 +3,16 @@
 import keras
 import tensorflow as tf
 
+from anp.bayesian import BayesConv2D, BayesDense
 from anp.masks import BetaBernoulli
 
 # Bias initialisers. 'glorot': the original's (TF1 `tf.get_variable` defaults to Glorot
 # uniform, which on a 1-D shape [n] draws U(-sqrt(3/n), sqrt(3/n)); Keras' GlorotUniform
 # computes the same fans); 'zeros': the Keras default.
 BIAS_INITS = {"glorot": "glorot_uniform", "zeros": "zeros"}
+# Seeds of the Bayesian layers are folded in from here on, apart from the mask and dropout
+# sites (numbered from 0).
+_BAYES_SITES = 1000
 
 
 class MaskedNet(keras.Model):
@@ -20,27 +24,63 @@ class MaskedNet(keras.Model):
   distortion under attack defines the vulnerability (Madaan et al. 2020, Sec. 3).
 
   `activation_hook` (a function h -> h', e.g. `anp.sap.sap`) is applied to every latent
-  activation, the features included. `seed` (shape-[2] integers, training only) makes the training masks and dropout a pure
-  function of the seed, which exact resume of a run needs; without it they are fresh samples.
+  activation, the features included. `seed` (shape-[2] integers, training only) makes the
+  training masks and dropout a pure function of the seed, which exact resume of a run needs;
+  without it they are fresh samples.
 
   Subclasses create `self.masks` (a list of `BetaBernoulli`, empty when `masked=False`)
-  in the same order as `unit_counts`, the number of units each mask site covers.
+  in the same order as `unit_counts`, the number of units each mask site covers, and their
+  Conv2D / Dense layers with `_conv` / `_dense`.
+
+  `bayes=(prior_sigma, init_sigma)` makes those layers mean-field Gaussian
+  (`anp.bayesian`, Adv-BNN): every call, inference included, draws one weight sample per layer,
+  stateless from `seed` when given (in either mode), and `kl()` adds their KL to the prior.
   """
 
   unit_counts = ()
 
-  def __init__(self, masked=True, threshold=1e-3, bias_init="glorot", **kwargs):
+  def __init__(self, masked=True, threshold=1e-3, bias_init="glorot", bayes=None, **kwargs):
     super().__init__(**kwargs)
     if bias_init not in BIAS_INITS:
       raise ValueError(f"Expected bias_init in {sorted(BIAS_INITS)}. "
                        f"Received: bias_init={bias_init!r}")
+    if bayes is not None and len(bayes) != 2:
+      raise ValueError("Expected bayes=(prior_sigma, init_sigma) or None. "
+                       f"Received: bayes={bayes!r}")
     self.masked = bool(masked)
     self.threshold = float(threshold)
     self.bias_init = bias_init
+    self.bayes = None if bayes is None else tuple(float(b) for b in bayes)
+    self.bayes_layers = []
 
   def _layer_args(self, name):
     """Keyword arguments of a Conv2D/Dense layer: its name and bias initializer."""
     return dict(name=name, bias_initializer=BIAS_INITS[self.bias_init])
+
+  def _conv(self, filters, kernel_size, name, **kwargs):
+    """A Conv2D layer, or a `BayesConv2D` for a Bayesian network."""
+    if self.bayes is None:
+      return keras.layers.Conv2D(filters, kernel_size, **kwargs, **self._layer_args(name))
+    return self._bayesian(BayesConv2D(filters, kernel_size, *self.bayes, **kwargs,
+                                      **self._layer_args(name)))
+
+  def _dense(self, units, name, **kwargs):
+    """A Dense layer, or a `BayesDense` for a Bayesian network."""
+    if self.bayes is None:
+      return keras.layers.Dense(units, **kwargs, **self._layer_args(name))
+    return self._bayesian(BayesDense(units, *self.bayes, **kwargs, **self._layer_args(name)))
+
+  def _bayesian(self, layer):
+    self.bayes_layers.append(layer)
+    return layer
+
+  def _layer(self, layer, x, seed):
+    """Applies a Conv2D/Dense layer; a Bayesian one gets its own seed derived from `seed`."""
+    if self.bayes is None:
+      return layer(x)
+    site = None if seed is None else tf.random.experimental.stateless_fold_in(
+        seed, _BAYES_SITES + self.bayes_layers.index(layer))
+    return layer(x, seed=site)
 
   def _mask(self, a_init, name):
     """A mask layer, or None for an unmasked network."""
@@ -65,7 +105,10 @@ class MaskedNet(keras.Model):
 
     Subclasses may return a faster function with the same values up to float rounding (e.g.
     without the pruned units); it is made once per batch and called at every attack step.
+    A Bayesian network's function also takes `seed` (one weight sample per call).
     """
+    if self.bayes is not None:
+      return lambda x, seed=None: self(x, training=False, seed=seed)
     return lambda x: self(x, training=False)
 
   @property
@@ -78,11 +121,24 @@ class MaskedNet(keras.Model):
     mask_ids = {id(v) for v in self.mask_variables}
     return [v for v in self.trainable_variables if id(v) not in mask_ids]
 
+  @property
+  def decayed_variables(self):
+    """The weight variables under weight decay: all but the Bayesian log-sigmas."""
+    if not self.bayes_layers:
+      return self.weight_variables
+    sigma_ids = {id(v) for layer in self.bayes_layers for v in layer.log_sigma_variables}
+    return [v for v in self.weight_variables if id(v) not in sigma_ids]
+
+  @property
+  def has_kl(self):
+    """Whether `kl()` has terms: masks or Bayesian layers."""
+    return bool(self.masks) or bool(self.bayes_layers)
+
   def kl(self):
-    """Sum of the masks' KL divergences to their priors (0 without masks)."""
-    if not self.masks:
+    """Sum of the masks' and Bayesian layers' KL divergences to their priors (0 without)."""
+    if not self.has_kl:
       return tf.constant(0.0)
-    return tf.add_n([m.kl() for m in self.masks])
+    return tf.add_n([m.kl() for m in self.masks] + [b.kl() for b in self.bayes_layers])
 
   def n_active(self):
     """Units kept per mask site (a list of ints; all units without masks)."""
@@ -96,5 +152,6 @@ class MaskedNet(keras.Model):
 
   def get_config(self):
     config = super().get_config()
-    config.update(masked=self.masked, threshold=self.threshold, bias_init=self.bias_init)
+    config.update(masked=self.masked, threshold=self.threshold, bias_init=self.bias_init,
+                  bayes=None if self.bayes is None else list(self.bayes))
     return config

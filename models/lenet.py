@@ -25,29 +25,32 @@ class LeNet5(MaskedNet):
     super().__init__(masked=masked, threshold=threshold, **kwargs)
     self.n_classes = int(n_classes)
     self.masks = []
-    self.conv1 = layers.Conv2D(20, 5, padding="valid", **self._layer_args("conv1"))
+    self.conv1 = self._conv(20, 5, "conv1", padding="valid")
     self.bbd1 = self._mask(-1.0, "bbd1")
-    self.conv2 = layers.Conv2D(50, 5, padding="valid", **self._layer_args("conv2"))
+    self.conv2 = self._conv(50, 5, "conv2", padding="valid")
     self.bbd2 = self._mask(-1.0, "bbd2")
     self.bbd3 = self._mask(-1.0, "bbd3")
-    self.dense3 = layers.Dense(500, **self._layer_args("dense3"))
+    self.dense3 = self._dense(500, "dense3")
     self.bbd4 = self._mask(-1.0, "bbd4")
-    self.dense4 = layers.Dense(self.n_classes, **self._layer_args("dense4"))
+    self.dense4 = self._dense(self.n_classes, "dense4")
     self.pool = layers.MaxPooling2D(2, 2)
     self.flatten = layers.Flatten()
 
   def call(self, x, training=False, return_features=False, seed=None, activation_hook=None):
     hook = activation_hook or (lambda h: h)
     features = []
-    x = hook(tf.nn.relu(self._apply(self.bbd1, self.conv1(x), training, seed)))
+    x = hook(tf.nn.relu(self._apply(self.bbd1, self._layer(self.conv1, x, seed), training,
+                                    seed)))
     features.append(x)
     x = self.pool(x)
-    x = hook(tf.nn.relu(self._apply(self.bbd2, self.conv2(x), training, seed)))
+    x = hook(tf.nn.relu(self._apply(self.bbd2, self._layer(self.conv2, x, seed), training,
+                                    seed)))
     features.append(x)
     x = self.flatten(self.pool(x))
-    x = hook(tf.nn.relu(self.dense3(self._apply(self.bbd3, x, training, seed))))
+    x = hook(tf.nn.relu(self._layer(self.dense3, self._apply(self.bbd3, x, training, seed),
+                                    seed)))
     features.append(x)
-    logits = self.dense4(self._apply(self.bbd4, x, training, seed))
+    logits = self._layer(self.dense4, self._apply(self.bbd4, x, training, seed), seed)
     return (logits, features) if return_features else logits
 
   def attack_fn(self):
@@ -57,7 +60,10 @@ class LeNet5(MaskedNet):
     units they zero are gathered away, so attacking a pruned LeNet costs the compact model's
     FLOPs; max-pooling comes before the ReLU (they commute), and conv1 and the pools take the
     fast gradients of `models.ops`. Logits equal `self(x)` up to float rounding.
+    A Bayesian LeNet is attacked through its sampled layers (`MaskedNet.attack_fn`).
     """
+    if self.bayes is not None:
+      return super().attack_fn()
     masks = ([m.inference_mask() for m in self.masks] if self.masks
              else [tf.ones([n]) for n in self.unit_counts])
     kept = [tf.reshape(tf.where(m > 0), [-1]) for m in masks]

@@ -40,17 +40,17 @@ class VGG(MaskedNet):
     self.blocks = []
     for i, (filters, after) in enumerate(self.config, start=1):
       self.blocks.append(dict(
-          conv=layers.Conv2D(filters, 3, padding="same", **self._layer_args(f"conv{i}")),
+          conv=self._conv(filters, 3, f"conv{i}", padding="same"),
           mask=self._mask(2.0, f"bbd{i}"),
           bn=layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name=f"bn{i}"),
           after=layers.MaxPooling2D(2, 2) if after == "M" else layers.Dropout(after)))
     n = len(self.config)
     self.flatten = layers.Flatten()
     self.bbd_fc1 = self._mask(-1.0, f"bbd{n + 1}")
-    self.dense_fc1 = layers.Dense(512, **self._layer_args(f"dense{n + 1}"))
+    self.dense_fc1 = self._dense(512, f"dense{n + 1}")
     self.bn_fc1 = layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name=f"bn{n + 1}")
     self.bbd_fc2 = self._mask(-1.0, f"bbd{n + 2}")
-    self.dense_fc2 = layers.Dense(self.n_classes, **self._layer_args(f"dense{n + 2}"))
+    self.dense_fc2 = self._dense(self.n_classes, f"dense{n + 2}")
     self.dropout_fc = layers.Dropout(0.5)
 
   def call(self, x, training=False, return_features=False, seed=None, activation_hook=None):
@@ -59,20 +59,20 @@ class VGG(MaskedNet):
     if self.standardize:
       x = tf.image.per_image_standardization(x)
     for site, block in enumerate(self.blocks, start=len(self.unit_counts)):
-      x = self._apply(block["mask"], block["conv"](x), training, seed)
+      x = self._apply(block["mask"], self._layer(block["conv"], x, seed), training, seed)
       x = hook(tf.nn.relu(block["bn"](x, training=training)))
       features.append(x)
       x = self._after(block["after"], x, training, seed, site)
     x = self.flatten(x)
     if not self.masked:
       x = self._after(self.dropout_fc, x, training, seed, 2 * len(self.unit_counts))
-    x = self.dense_fc1(self._apply(self.bbd_fc1, x, training, seed))
+    x = self._layer(self.dense_fc1, self._apply(self.bbd_fc1, x, training, seed), seed)
     features.append(x)
     x = hook(tf.nn.relu(self.bn_fc1(x, training=training)))
     features.append(x)
     if not self.masked:
       x = self._after(self.dropout_fc, x, training, seed, 2 * len(self.unit_counts) + 1)
-    logits = self.dense_fc2(self._apply(self.bbd_fc2, x, training, seed))
+    logits = self._layer(self.dense_fc2, self._apply(self.bbd_fc2, x, training, seed), seed)
     return (logits, features) if return_features else logits
 
   def _after(self, layer, x, training, seed, site):
