@@ -16,7 +16,8 @@ flags.DEFINE_enum("method", "anp_vs", METHODS,
                   "standard: clean training; at: PGD adversarial training; trades: TRADES "
                   "(Zhang et al. 2019); bp: Bayesian "
                   "pruning (masks, clean data); anp: masks + PGD; anp_vs: anp + "
-                  "vulnerability suppression.")
+                  "vulnerability suppression; at_bnn: Adv-BNN (Liu et al. 2019), PGD "
+                  "training of a mean-field Gaussian Bayesian network.")
 flags.DEFINE_string("data_dir", None,
                     "Folder holding the official raw archives (MNIST idx .gz, CIFAR binary "
                     "batches, plain or .gz), e.g. ../shared/data; without them TFDS is tried.")
@@ -48,9 +49,19 @@ flags.DEFINE_float("adv_weight", 2.0, "w: weight of the adversarial cross-entrop
 flags.DEFINE_float("trades_beta", 6.0,
                    "TRADES: weight of KL(f(x) || f(x_adv)) against CE(x) (--method=trades).",
                    lower_bound=0)
+flags.DEFINE_float("bnn_prior_sigma", None,
+                   "at_bnn: standard deviation sigma_0 of the N(0, sigma_0^2) prior of every "
+                   "weight, > 0 (default 0.05).")
+flags.DEFINE_float("bnn_init_sigma", None,
+                   "at_bnn: initial posterior standard deviation of every weight, > 0 "
+                   "(default 0.05).")
+flags.DEFINE_integer("bnn_ensemble", 20,
+                     "at_bnn: weight samples whose softmax outputs are averaged for a "
+                     "prediction (--mode=eval and --mode=export).", lower_bound=1)
 flags.DEFINE_float("weight_decay", 1e-4, "Weight of the L2 penalty (sum of squares / 2).",
                    lower_bound=0)
-flags.DEFINE_float("beta", None, "Weight of KL/N (default per dataset: 4, 2, 1).",
+flags.DEFINE_float("beta", None,
+                   "Weight of KL/N (default per dataset: 4, 2, 1; bp and at_bnn (alpha): 1).",
                    lower_bound=0)
 flags.DEFINE_float("lambda_vs", None,
                    "Weight of the vulnerability suppression loss (default per dataset).",
@@ -85,9 +96,9 @@ flags.DEFINE_integer("eval_examples", None, "Evaluate on the first N test exampl
                      lower_bound=1)
 flags.DEFINE_enum("attack", "pgd", ATTACKS, "White-box attack of --mode=eval.")
 flags.DEFINE_integer("restarts", 1, "Random restarts of the attack.", lower_bound=1)
-flags.DEFINE_integer("eot_samples", 1,
+flags.DEFINE_integer("eot_samples", None,
                      "Gradient samples per step (expectation over transformation) for "
-                     "stochastic models.", lower_bound=1)
+                     "stochastic models (default 1; 10 for an at_bnn model).", lower_bound=1)
 flags.DEFINE_string("source_model_dir", None,
                     "Run directory of the source model of the black-box (transfer) attack.")
 flags.DEFINE_enum("defense", "none", DEFENSES,

@@ -6,7 +6,7 @@ import os
 
 from anp.errors import UserError
 
-METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs")
+METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs", "at_bnn")
 PREPROCESS = ("pixel", "original")
 BIAS_INITS = ("glorot", "zeros")
 DEFENSES = ("none", "sap")
@@ -25,6 +25,12 @@ DATASET_DEFAULTS = {
     "cifar100": dict(eps=0.03, step_size=0.007, train_attack_steps=10, beta=1.0,
                      lambda_vs=0.1, val_examples=200),
 }
+
+# Adv-BNN (--method=at_bnn): prior N(0, sigma_0^2) and initial posterior sigma of every weight
+# (the authors' CIFAR-10 script: sigma_0 = init_s = 0.05; no MNIST setting was published),
+# KL weight alpha = 1 (their --alpha default), EOT samples of its --mode=eval attacks.
+BNN_DEFAULTS = dict(bnn_prior_sigma=0.05, bnn_init_sigma=0.05, beta=1.0)
+BNN_EOT_SAMPLES = 10
 
 
 @dataclasses.dataclass
@@ -47,6 +53,9 @@ class Config:
   init_lr: float = 1e-2
   adv_weight: float = 2.0
   trades_beta: float = 6.0
+  bnn_prior_sigma: float | None = None
+  bnn_init_sigma: float | None = None
+  bnn_ensemble: int = 20
   weight_decay: float = 1e-4
   beta: float | None = None
   lambda_vs: float | None = None
@@ -64,7 +73,7 @@ class Config:
   # Evaluation suite (--mode=eval) and the other modes.
   attack: str = "pgd"
   restarts: int = 1
-  eot_samples: int = 1
+  eot_samples: int | None = None  # 1, or BNN_EOT_SAMPLES for an at_bnn model (run_eval)
   source_model_dir: str | None = None
   sanity_checks: bool = False
   defense: str = "none"
@@ -84,6 +93,12 @@ class Config:
       cfg.beta = 1.0  # the original's Bayesian pruning uses KL / N without --beta_weight
     if cfg.method == "at" and cfg.lambda_vs is None:
       cfg.lambda_vs = 1e-4  # the original's AT ('base' mode, adv_train) keeps V at its default
+    if cfg.method == "at_bnn":
+      for key, value in BNN_DEFAULTS.items():
+        if getattr(cfg, key) is None:
+          setattr(cfg, key, value)
+    if cfg.eot_samples is None:
+      cfg.eot_samples = 1
     for key, value in DATASET_DEFAULTS[self.dataset].items():
       if getattr(cfg, key) is None:
         setattr(cfg, key, value)
@@ -119,13 +134,19 @@ class Config:
          "an integer >= 1", self.checkpoint_every)
     need(self.init_lr > 0, "init_lr", "a number > 0", self.init_lr)
     need(0 <= self.thres < 1, "thres", "a number in [0, 1)", self.thres)
+    for flag in ("bnn_prior_sigma", "bnn_init_sigma"):
+      need(getattr(self, flag) is None or getattr(self, flag) > 0, flag, "a number > 0",
+           getattr(self, flag))
+    for flag in ("bnn_ensemble", "eot_samples"):
+      need(getattr(self, flag) is None or getattr(self, flag) >= 1, flag, "an integer >= 1",
+           getattr(self, flag))
     for flag in ("adv_weight", "trades_beta", "weight_decay", "beta", "lambda_vs"):
       value = getattr(self, flag)
       need(value is None or value >= 0, flag, "a number >= 0", value)
 
   @property
   def adversarial(self):
-    return self.method in ("at", "trades", "anp", "anp_vs")
+    return self.method in ("at", "trades", "anp", "anp_vs", "at_bnn")
 
   @property
   def masked(self):
@@ -150,7 +171,9 @@ class Config:
 RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from", "batch_size",
             "steps_per_epoch", "init_lr", "adv_weight", "trades_beta", "weight_decay", "beta",
             "lambda_vs",
-            "thres", "eps", "step_size", "train_attack_steps", "compact_attack")
+            "thres", "eps", "step_size", "train_attack_steps", "compact_attack",
+            # None unless --method=at_bnn (or given): runs saved before they existed match.
+            "bnn_prior_sigma", "bnn_init_sigma")
 
 CONFIG_FILE = "config.json"
 

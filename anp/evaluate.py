@@ -13,8 +13,10 @@ row of the original README's tables (`anp.tables`; printed in percent):
   latent feature map, averaged over examples and layers; eval.json also keeps it per layer
   and per unit of the last latent layer. Memory, Flops and Sparsity: `anp.efficiency`.
 * A model whose inference is random needs `--eot_samples` > 1; with 1 the evaluation warns,
-  in the printout and in eval.json. `--sanity_checks`: the gradient-masking checks of
-  Carlini et al. (2019) on a subset (`anp.sanity`).
+  in the printout and in eval.json. An Adv-BNN run (--method=at_bnn) predicts with the mean
+  softmax of --bnn_ensemble weight samples (`anp.bnn.BnnEnsemble`) and is attacked with
+  BNN_EOT_SAMPLES EOT samples unless --eot_samples is given. `--sanity_checks`: the
+  gradient-masking checks of Carlini et al. (2019) on a subset (`anp.sanity`).
 """
 
 import dataclasses
@@ -28,7 +30,8 @@ import tensorflow as tf
 
 from anp import data
 from anp.attack_specs import EVAL_BATCH, AttackSpec, attack_specs, clip_range, make_attack
-from anp.config import run_config_path
+from anp.bnn import BnnEnsemble, parameter_counts
+from anp.config import BNN_EOT_SAMPLES, run_config_path
 from anp.errors import UserError
 from anp.export import PRUNING_JSON
 from anp.loading import load_model
@@ -190,6 +193,13 @@ def _warn(result, message):
 def run_eval(cfg, arrays=None, verbose=True):
   """Evaluates --model_dir; writes <model_dir>/eval.json and eval.md and returns the dict."""
   net, run_cfg, kind = load_model(cfg.model_dir, cfg)
+  bnn = None
+  if run_cfg.method == "at_bnn":  # stochastic by design: EOT unless told otherwise
+    if cfg.eot_samples is None:
+      cfg = dataclasses.replace(cfg, eot_samples=BNN_EOT_SAMPLES)
+    if kind != "saved_model":  # an export holds its own ensemble (`anp.export`)
+      bnn = dict(ensemble=cfg.bnn_ensemble, parameters=parameter_counts(net))
+      net = BnnEnsemble(net, cfg.bnn_ensemble)
   if cfg.defense == "sap":
     if kind == "saved_model":
       raise UserError("Flag --defense=sap: needs a training run or an original checkpoint "
@@ -210,7 +220,9 @@ def run_eval(cfg, arrays=None, verbose=True):
 
   source = None
   if cfg.source_model_dir:  # fail early on a bad source
-    source, src_cfg, _ = load_model(cfg.source_model_dir, cfg, "--source_model_dir")
+    source, src_cfg, src_kind = load_model(cfg.source_model_dir, cfg, "--source_model_dir")
+    if src_cfg.method == "at_bnn" and src_kind != "saved_model":
+      source = BnnEnsemble(source, cfg.bnn_ensemble)
     if (src_cfg.dataset, src_cfg.preprocess) != (cfg.dataset, cfg.preprocess):
       raise UserError(f"Flag --source_model_dir: {cfg.source_model_dir!r} is a "
                       f"{src_cfg.dataset}/{src_cfg.preprocess} model, the evaluated one "
@@ -223,7 +235,7 @@ def run_eval(cfg, arrays=None, verbose=True):
                 init_from=run_cfg.init_from if known else None, preprocess=cfg.preprocess,
                 defense=None if cfg.defense == "none" else dict(name=cfg.defense,
                                                                  frac=cfg.sap_frac),
-                architecture=architecture(cfg.dataset), warnings=[])
+                architecture=architecture(cfg.dataset), bnn=bnn, warnings=[])
   x0, _ = next(iter(test_ds))
   stochastic = is_stochastic(net, x0)
   result["stochastic"] = stochastic

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from anp import data, efficiency
+from anp.bnn import EnsembleLogits
 from anp.config import run_config_path
 from anp.errors import UserError
 from anp.runs import architecture, check_writable_dir, load_run
@@ -337,11 +338,19 @@ def run_export(cfg, arrays=None):
     raise UserError(f"Flag --export_dir is required with --mode={cfg.mode}.")
   check_writable_dir(cfg.export_dir, "--export_dir")
   net, run_cfg = load_run(cfg.model_dir)
+  if run_cfg.method == "at_bnn" and cfg.mode == "prune":
+    raise UserError("Flag --mode=prune: an Adv-BNN run (--method=at_bnn) has no masks and "
+                    "no pruned units; use --mode=export.")
   info = data.dataset_info(run_cfg.dataset)
   standardize = run_cfg.preprocess == "original" and architecture(run_cfg.dataset) == "vgg"
   serving_cfg = dataclasses.replace(run_cfg, preprocess="pixel")  # the export takes pixels
   os.makedirs(cfg.export_dir, exist_ok=True)
   if cfg.mode == "export":
+    if run_cfg.method == "at_bnn":  # the stochastic net: an ensemble of fresh weight samples
+      serving_cfg.bnn_ensemble = cfg.bnn_ensemble
+      net = EnsembleLogits(net, cfg.bnn_ensemble)
+      print(f"Adv-BNN: the SavedModel draws {cfg.bnn_ensemble} weight samples per call and "
+            "serves their mean softmax (logits = its log); every call is random.")
     path = save_for_serving(inference_model(net, info.image_shape), cfg.export_dir,
                             info.image_shape, standardize, serving_cfg)
     print(f"SavedModel written to {path}")

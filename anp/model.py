@@ -5,7 +5,6 @@ import tensorflow as tf
 
 from anp import losses
 from anp.objectives import MixedCE
-from attacks import pgd
 
 
 def staircase(init_lr, total_steps, fractions):
@@ -30,12 +29,14 @@ class AdversarialTrainer(keras.Model):
   bp          x               x
   anp         x        x      x
   anp_vs      x        x      x        x
+  at_bnn            x (only)          Bayesian weights (Adv-BNN, `SampledCE`)
 
   Weights minimise
     D + beta KL / N + wd L2 + lambda V(x, x_adv)
   where the data term D is the `objective`'s: (CE(x) + w CE(x_adv)) / (1 + w) by default
   (`anp.objectives.MixedCE`), CE(x) + beta_t KL(f(x) || f(x_adv)) for TRADES (`Trades`), CE(x)
-  alone without adversarial examples. The mask parameters minimise, with
+  alone without adversarial examples, CE(x_adv) for Adv-BNN, whose KL is that of its Bayesian
+  layers (weight decay skips their log-sigmas). The mask parameters minimise, with
   their own optimizer, CE(x_adv) + beta KL / N (CE(x) for bp), as in the original code.
   x_adv is made by L-inf PGD on the network in inference mode, outside the tape.
   The clean and adversarial passes each draw their own per-example masks, and their
@@ -53,7 +54,7 @@ class AdversarialTrainer(keras.Model):
     super().__init__(**kwargs)
     self.net = net
     self.method = method
-    self.adversarial = method in ("at", "trades", "anp", "anp_vs")
+    self.adversarial = method in ("at", "trades", "anp", "anp_vs", "at_bnn")
     self.use_vs = method in ("at", "anp_vs") and lambda_vs > 0
     if method in ("bp", "anp", "anp_vs") and not net.masks:
       raise ValueError(f"Method {method!r} needs a network built with masked=True.")
@@ -70,7 +71,7 @@ class AdversarialTrainer(keras.Model):
     names = ["loss", "ce_clean", "acc_clean"]
     if self.adversarial:
       names += ["ce_adv", "acc_adv", "vulnerability", *self.objective.extra_metrics]
-    if net.masks:
+    if net.has_kl:
       names += ["kl"]
     self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
 
@@ -83,8 +84,8 @@ class AdversarialTrainer(keras.Model):
 
   def make_adversarial(self, x, y, seed=None, craft=None):
     """Adversarial examples of `craft(model_fn, x, y, seed, attack_args)` (an objective's),
-    by default PGD on the cross-entropy (the validation attack of every method); `seed`
-    (shape-[2] ints) fixes the random start.
+    by default the objective's validation attack (PGD on the cross-entropy); `seed`
+    (shape-[2] ints) fixes the random start (and a Bayesian network's weight samples).
 
     With `compact_attack` the attack runs on `net.attack_fn()` (the inference-mode network
     without its pruned units, equal up to float rounding), else through the masked layers.
@@ -92,10 +93,8 @@ class AdversarialTrainer(keras.Model):
     if seed is not None:  # the attacks take one integer seed
       seed = tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
     model_fn = (self.net.attack_fn() if self.compact_attack
-                else lambda t: self.net(t, training=False))
-    if craft is None:
-      return pgd(model_fn, x, y, seed=seed, **self.attack_args)
-    return craft(model_fn, x, y, seed, self.attack_args)
+                else lambda t, **kw: self.net(t, training=False, **kw))
+    return (craft or self.objective.attack)(model_fn, x, y, seed, self.attack_args)
 
   def step_seeds(self, counter, n):
     """`n` shape-[2] seeds drawn from (seed, counter), or `n` Nones without a seed."""
@@ -132,13 +131,15 @@ class AdversarialTrainer(keras.Model):
         stats.update(ce_adv=ce_adv, acc_adv=losses.accuracy(y, logits_adv),
                      vulnerability=vul, **extra)
       kl_term = self.beta * net.kl() / self.n_train
-      loss = data_loss + kl_term + self.weight_decay * losses.l2_penalty(weights)
+      loss = (data_loss + kl_term
+              + self.weight_decay * losses.l2_penalty(net.decayed_variables))
       if self.use_vs:
         loss += self.lambda_vs * vul
       mask_loss = mask_data_loss + kl_term
     self.optimizer.apply(tape.gradient(loss, weights), weights)
     if mask_vars:
       self.mask_optimizer.apply(tape.gradient(mask_loss, mask_vars), mask_vars)
+    if net.has_kl:
       stats["kl"] = net.kl()
     del tape
     return self._record(loss=loss, **stats)
@@ -147,13 +148,15 @@ class AdversarialTrainer(keras.Model):
     return self._record(**self.evaluate_batch(*data))
 
   def evaluate_batch(self, x, y, seed=None):
-    """Batch means of the validation metrics in inference mode; `seed` fixes the PGD start."""
-    logits, feats = self.net(x, training=False, return_features=True)
+    """Batch means of the validation metrics in inference mode; `seed` fixes the PGD start
+    (and the weight sample of a Bayesian network, the same for x and x_adv)."""
+    infer = {} if seed is None else dict(seed=tf.random.experimental.stateless_fold_in(seed, 1))
+    logits, feats = self.net(x, training=False, return_features=True, **infer)
     stats = dict(ce_clean=losses.cross_entropy(y, logits),
                  acc_clean=losses.accuracy(y, logits), kl=self.net.kl())
     if self.adversarial:
       x_adv = self.make_adversarial(x, y, seed)
-      logits_adv, feats_adv = self.net(x_adv, training=False, return_features=True)
+      logits_adv, feats_adv = self.net(x_adv, training=False, return_features=True, **infer)
       stats.update(ce_adv=losses.cross_entropy(y, logits_adv),
                    acc_adv=losses.accuracy(y, logits_adv),
                    vulnerability=losses.vulnerability(feats, feats_adv))

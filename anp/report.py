@@ -177,6 +177,11 @@ def _describe(name, run, result):
            f"steps={att.get('steps')} restarts={att.get('restarts', 1)}"
            + (f" EOT={att['eot_samples']}" if att.get("eot_samples", 1) > 1 else ""),
            f"{result.get('examples', '?')} test examples"]
+  bnn = result.get("bnn")
+  if bnn:
+    parts.append(f"predictions: mean softmax of {bnn['ensemble']} weight samples; "
+                 f"{bnn['parameters']['total']:,} parameters (means and log-sigmas, "
+                 f"{bnn['parameters']['mean']:,} in the mean network)")
   per = result.get("per_attack") or {}
   if len(per) > 1:
     parts.append("per attack " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in per.items()))

@@ -13,7 +13,7 @@ TABLE_COLUMNS = ("Model", "Clean Acc.", "White Box Adversarial acc.",
                  "Black Box Adversarial acc.", "White Box Vulnerability",
                  "Black Box Vulnerability", "Memory", "Flops", "Sparsity")
 METHOD_NAMES = {"standard": "Standard", "at": "AT", "trades": "TRADES", "bp": "BP",
-                "anp": "ANP", "anp_vs": "ANP-VS"}
+                "anp": "ANP", "anp_vs": "ANP-VS", "at_bnn": "Adv-BNN"}
 
 
 def model_name(result):

@@ -19,7 +19,7 @@ from anp import data
 from anp.config import RUN_KEYS, Config, run_config_path
 from anp.progress import Progress
 from anp.model import AdversarialTrainer, adam, staircase
-from anp.objectives import Trades
+from anp.objectives import SampledCE, Trades
 from anp.runs import (LR_DECAY_POINTS, RunError, architecture, build_net,
                       check_writable_dir, locate_checkpoint, restore_net)
 
@@ -47,9 +47,18 @@ def make_trainer(net, cfg, n_train, total_steps):
       attack_steps=cfg.train_attack_steps, adv_weight=cfg.adv_weight, beta=cfg.beta,
       lambda_vs=cfg.lambda_vs, weight_decay=cfg.weight_decay, mask_optimizer=mask_opt,
       seed=cfg.seed, compact_attack=cfg.compact_attack,
-      objective=Trades(cfg.trades_beta) if cfg.method == "trades" else None)
+      objective=objective(cfg))
   trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
   return trainer
+
+
+def objective(cfg):
+  """The objective object of a method (`anp.objectives`); None: the trainer's MixedCE."""
+  if cfg.method == "trades":
+    return Trades(cfg.trades_beta)
+  if cfg.method == "at_bnn":
+    return SampledCE()
+  return None
 
 
 def check_run_dir(cfg):
