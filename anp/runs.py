@@ -36,12 +36,14 @@ def architecture(dataset):
 def build_net(cfg):
   """The (masked) network of a resolved config, built on the dataset's input shape."""
   info = dataset_info(cfg.dataset)
+  hydra = (dict(hydra=cfg.hydra_granularity, prune_ratio=cfg.prune_ratio)
+           if cfg.method == "hydra" else {})
   if architecture(cfg.dataset) == "lenet":
     net = LeNet5(info.n_classes, masked=cfg.masked, threshold=cfg.thres,
-                 bias_init=cfg.bias_init)
+                 bias_init=cfg.bias_init, **hydra)
   else:
     net = VGG(info.n_classes, masked=cfg.masked, threshold=cfg.thres,
-              standardize=cfg.preprocess == "pixel", bias_init=cfg.bias_init)
+              standardize=cfg.preprocess == "pixel", bias_init=cfg.bias_init, **hydra)
   net(tf.zeros((1,) + info.image_shape))
   return net
 

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from anp.masks import BetaBernoulli
+from models.subnet import SubnetConv2D, SubnetDense, TopKMask, subnet_layers
 
 # Bias initialisers. 'glorot': the original's (TF1 `tf.get_variable` defaults to Glorot
 # uniform, which on a 1-D shape [n] draws U(-sqrt(3/n), sqrt(3/n)); Keras' GlorotUniform
@@ -24,16 +25,30 @@ class MaskedNet(keras.Model):
   function of the seed, which exact resume of a run needs; without it they are fresh samples.
 
   Subclasses create `self.masks` (a list of `BetaBernoulli`, empty when `masked=False`)
-  in the same order as `unit_counts`, the number of units each mask site covers.
+  in the same order as `unit_counts`, the number of units each mask site covers, and their
+  conv / dense layers with `_conv` / `_dense`.
+
+  `hydra` (None, 'weight' or 'channel') builds HYDRA's pruning (`models.subnet`, Sehwag et al.
+  2020) with `prune_ratio` (fraction removed per layer): 'weight' makes every conv and dense
+  layer a Subnet layer (a score per weight), 'channel' puts a `TopKMask` (a score per unit) at
+  every mask site instead of a beta-Bernoulli mask.
   """
 
   unit_counts = ()
 
-  def __init__(self, masked=True, threshold=1e-3, bias_init="glorot", **kwargs):
+  def __init__(self, masked=True, threshold=1e-3, bias_init="glorot", hydra=None,
+               prune_ratio=0.0, **kwargs):
     super().__init__(**kwargs)
     if bias_init not in BIAS_INITS:
       raise ValueError(f"Expected bias_init in {sorted(BIAS_INITS)}. "
                        f"Received: bias_init={bias_init!r}")
+    if hydra not in (None, "weight", "channel"):
+      raise ValueError(f"Expected hydra in (None, 'weight', 'channel'). Received: hydra={hydra!r}")
+    if masked and hydra:
+      raise ValueError("Expected beta-Bernoulli masks (masked=True) or HYDRA's, not both. "
+                       f"Received: masked={masked}, hydra={hydra!r}")
+    self.hydra = hydra
+    self.prune_ratio = float(prune_ratio)
     self.masked = bool(masked)
     self.threshold = float(threshold)
     self.bias_init = bias_init
@@ -42,8 +57,25 @@ class MaskedNet(keras.Model):
     """Keyword arguments of a Conv2D/Dense layer: its name and bias initializer."""
     return dict(name=name, bias_initializer=BIAS_INITS[self.bias_init])
 
+  def _conv(self, filters, kernel_size, padding, name):
+    """A Conv2D, or HYDRA's SubnetConv2D with hydra='weight'."""
+    if self.hydra == "weight":
+      return SubnetConv2D(filters, kernel_size, padding=padding, prune_ratio=self.prune_ratio,
+                          **self._layer_args(name))
+    return keras.layers.Conv2D(filters, kernel_size, padding=padding, **self._layer_args(name))
+
+  def _dense(self, units, name):
+    """A Dense, or HYDRA's SubnetDense with hydra='weight'."""
+    if self.hydra == "weight":
+      return SubnetDense(units, prune_ratio=self.prune_ratio, **self._layer_args(name))
+    return keras.layers.Dense(units, **self._layer_args(name))
+
   def _mask(self, a_init, name):
-    """A mask layer, or None for an unmasked network."""
+    """A mask layer (HYDRA's TopKMask with hydra='channel'), or None for an unmasked network."""
+    if self.hydra == "channel":
+      layer = TopKMask(prune_ratio=self.prune_ratio, name=name)
+      self.masks.append(layer)
+      return layer
     if not self.masked:
       return None
     layer = BetaBernoulli(a_init=a_init, threshold=self.threshold, name=name)
@@ -70,7 +102,9 @@ class MaskedNet(keras.Model):
 
   @property
   def mask_variables(self):
-    return [v for m in self.masks for v in m.trainable_variables]
+    """Mask parameters: the beta-Bernoulli masks', or HYDRA's scores."""
+    return ([v for m in self.masks for v in m.trainable_variables]
+            + [layer.scores for layer in subnet_layers(self)])
 
   @property
   def weight_variables(self):
@@ -96,5 +130,6 @@ class MaskedNet(keras.Model):
 
   def get_config(self):
     config = super().get_config()
-    config.update(masked=self.masked, threshold=self.threshold, bias_init=self.bias_init)
+    config.update(masked=self.masked, threshold=self.threshold, bias_init=self.bias_init,
+                  hydra=self.hydra, prune_ratio=self.prune_ratio)
     return config

@@ -40,17 +40,17 @@ class VGG(MaskedNet):
     self.blocks = []
     for i, (filters, after) in enumerate(self.config, start=1):
       self.blocks.append(dict(
-          conv=layers.Conv2D(filters, 3, padding="same", **self._layer_args(f"conv{i}")),
+          conv=self._conv(filters, 3, "same", f"conv{i}"),
           mask=self._mask(2.0, f"bbd{i}"),
           bn=layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name=f"bn{i}"),
           after=layers.MaxPooling2D(2, 2) if after == "M" else layers.Dropout(after)))
     n = len(self.config)
     self.flatten = layers.Flatten()
     self.bbd_fc1 = self._mask(-1.0, f"bbd{n + 1}")
-    self.dense_fc1 = layers.Dense(512, **self._layer_args(f"dense{n + 1}"))
+    self.dense_fc1 = self._dense(512, f"dense{n + 1}")
     self.bn_fc1 = layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name=f"bn{n + 1}")
     self.bbd_fc2 = self._mask(-1.0, f"bbd{n + 2}")
-    self.dense_fc2 = layers.Dense(self.n_classes, **self._layer_args(f"dense{n + 2}"))
+    self.dense_fc2 = self._dense(self.n_classes, f"dense{n + 2}")
     self.dropout_fc = layers.Dropout(0.5)
 
   def call(self, x, training=False, return_features=False, seed=None, activation_hook=None):
