@@ -36,7 +36,8 @@ from anp.progress import Progress
 from anp.runs import architecture
 from anp.sanity import SANITY_MAX_EXAMPLES, is_stochastic, sanity_checks
 from anp.sap import SapNet
-from anp.tables import efficiency_columns, hydra_settings, format_table, markdown_table, table_cells, table_row
+from anp.tables import (efficiency_columns, format_table, hydra_settings, markdown_table,
+                        table_cells, table_row)
 from attacks.common import per_example, predictions_correct
 
 

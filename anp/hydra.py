@@ -144,6 +144,7 @@ def weight_efficiency(net):
   non-zero entries (a kernel entry costs one per output position). Returns None for a net
   without unstructured HYDRA layers.
   """
+  net = getattr(net, "net", net)  # through a wrapper such as anp.sap.SapNet
   layers = subnet_layers(net)
   if not layers:
     return None

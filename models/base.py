@@ -4,7 +4,8 @@ import keras
 import tensorflow as tf
 
 from anp.masks import BetaBernoulli
-from models.subnet import SubnetConv2D, SubnetDense, TopKMask, subnet_layers
+from models.subnet import (SubnetConv2D, SubnetDense, TopKMask, fixed_masks, hydra_masks,
+                           subnet_layers)
 
 # Bias initialisers. 'glorot': the original's (TF1 `tf.get_variable` defaults to Glorot
 # uniform, which on a 1-D shape [n] draws U(-sqrt(3/n), sqrt(3/n)); Keras' GlorotUniform
@@ -97,8 +98,17 @@ class MaskedNet(keras.Model):
 
     Subclasses may return a faster function with the same values up to float rounding (e.g.
     without the pruned units); it is made once per batch and called at every attack step.
+    HYDRA's top-k masks are computed here, once per batch.
     """
-    return lambda x: self(x, training=False)
+    if not self.hydra:
+      return lambda x: self(x, training=False)
+    masks = hydra_masks(self)
+
+    def logits(x):
+      with fixed_masks(self, masks):
+        return self(x, training=False)
+
+    return logits
 
   @property
   def mask_variables(self):

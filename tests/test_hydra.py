@@ -44,6 +44,18 @@ def test_topk_keeps_exactly_k_per_layer_the_largest_magnitudes(shape, ratio):
   assert dropped.size == 0 or kept.min() >= dropped.max()
 
 
+def test_topk_mask_equals_tf_top_k_ties_included():
+  for scores in (tf.random.stateless_normal([1000], [0, 7]),
+                 tf.round(tf.random.stateless_normal([1000], [0, 8]) * 3),  # many ties
+                 tf.zeros([1000])):
+    for ratio in (0.0, 0.3, 0.9, 0.999):
+      k = n_kept(1000, ratio)
+      _, idx = tf.math.top_k(tf.abs(scores), k)
+      want = np.zeros(1000, np.float32)
+      want[idx.numpy()] = 1
+      np.testing.assert_array_equal(topk_mask(scores, ratio).numpy(), want)
+
+
 def test_prune_ratio_is_the_fraction_removed():
   assert n_kept(1000, 0.9) == 100 and n_kept(1000, 0.99) == 10 and n_kept(20, 0.99) == 1
   assert n_kept(10, 0.0) == 10
@@ -79,6 +91,32 @@ def test_subnet_layers_compute_with_the_masked_kernel_and_feed_the_scores():
   g = tape.gradient(loss, conv.scores)
   assert np.count_nonzero(g.numpy()) > 0.9 * g.shape.num_elements()
   assert np.count_nonzero(kernel_of(dense).numpy()) == 7 * 5 - math.floor(0.5 * 35)
+
+
+@pytest.mark.parametrize("granularity", ["weight", "channel"])
+def test_attack_fn_computes_the_masks_once_with_the_same_logits_and_gradients(granularity):
+  net = build_net(hydra_cfg(dataset="cifar10", hydra_granularity=granularity, prune_ratio=0.9))
+  hydra.init_scores(net)
+  x = tf.random.stateless_uniform([2, 32, 32, 3], [5, 5])
+  fn = net.attack_fn()
+  for f in (fn, lambda t: net(t, training=False)):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      out = f(x)
+    if f is fn:
+      want, want_grad = out, tape.gradient(out, x)
+  np.testing.assert_array_equal(want.numpy(), out.numpy())
+  np.testing.assert_array_equal(want_grad.numpy(), tape.gradient(out, x).numpy())
+  calls = []
+  original = tf.raw_ops.NthElement
+  try:
+    tf.raw_ops.NthElement = lambda **kw: calls.append(1) or original(**kw)
+    fn = net.attack_fn()
+    n_masks = len(calls)
+    fn(x), fn(x)
+  finally:
+    tf.raw_ops.NthElement = original
+  assert n_masks == 15 and len(calls) == 15
 
 
 def test_channel_mask_is_topk_units_in_training_and_inference():
@@ -156,6 +194,20 @@ def test_vgg_prune_stage_also_trains_batch_norm_as_the_reference():
   paths = sorted(v.path.split("/", 1)[1] for v in hydra.stage_variables(net, "prune"))
   assert len(paths) == 15 + 2 * 14  # 13 conv + 2 dense score tensors, 14 BN gamma/beta
   assert all(p.endswith(("scores", "gamma", "beta")) for p in paths)
+
+
+def test_vgg_prune_step_moves_scores_and_batch_norm_not_the_kernels():
+  cfg = hydra_cfg(dataset="cifar10", train_attack_steps=1, prune_ratio=0.99)
+  net = build_net(cfg)
+  hydra.init_scores(net)
+  trainer = make_trainer(net, cfg, n_train=50000, total_steps=10)
+  before = {v.path: v.numpy().copy() for v in net.trainable_variables}
+  x, y = tf.random.stateless_uniform([4, 32, 32, 3], [2, 3]), tf.range(4)
+  assert np.isfinite(float(trainer.train_step((x, y))["loss"]))
+  for v in net.trainable_variables:
+    moved = not np.array_equal(before[v.path], v.numpy())
+    assert moved == v.path.endswith(("scores", "gamma", "beta")), v.path
+  assert hydra.weight_efficiency(net)["sparsity"] == pytest.approx(0.99, abs=1e-4)
 
 
 def test_weight_efficiency_counts_the_zeroed_weights():
