@@ -110,6 +110,10 @@ def format_table(result):
            ("Sparsity (%)", _fmt(result["sparsity"], ".2f", 100)),
            ("Units kept", f"{result['n_active']} of {result['n_units']}"
             if result.get("n_units") else "n/a")]
+  weights = result.get("weight_pruning")
+  if weights:  # HYDRA's unstructured pruning: Memory/Flops/Sparsity above count weights
+    rows.append(("Weights kept (HYDRA)", f"{weights['weights_kept']:,} of "
+                 f"{weights['weights_total']:,}"))
   sanity = result.get("sanity")
   if sanity:
     rows.append(("Sanity checks", "passed" if sanity["passed"] else

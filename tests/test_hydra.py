@@ -268,6 +268,11 @@ def test_table_names_hydra_and_lwm_rows():
       "LWM 90% channels"
   assert tables.model_name(dict(method="hydra", hydra=tables.hydra_settings(hydra_cfg()))) == \
       "HYDRA 90% (prune stage)"
+  printed = tables.format_table(dict(
+      result, attack=dict(name="pgd", steps=40, attacks=["pgd"]), clean_acc=0.9, adv_acc=0.5,
+      vulnerability=0.1, sparsity=0.9, n_active=None, n_units=None,
+      weight_pruning=dict(weights_kept=43050, weights_total=430500)))
+  assert "Sparsity (%)" in printed and "43,050 of 430,500" in printed
 
 
 def test_bad_hydra_settings_are_user_errors():
