@@ -2,7 +2,8 @@
 
 from absl import flags
 
-from anp.config import BIAS_INITS, DEFENSES, METHODS, PREPROCESS, Config
+from anp.config import (BIAS_INITS, DEFENSES, HYDRA_GRANULARITIES, HYDRA_OBJECTIVES,
+                        HYDRA_SCORES, HYDRA_STAGES, METHODS, PREPROCESS, Config)
 
 MODES = ("train", "eval", "prune", "export", "report", "quickstart")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -17,7 +18,8 @@ flags.DEFINE_enum("method", "anp_vs", METHODS,
                   "(Zhang et al. 2019); bp: Bayesian "
                   "pruning (masks, clean data); anp: masks + PGD; anp_vs: anp + "
                   "vulnerability suppression; at_bnn: Adv-BNN (Liu et al. 2019), PGD "
-                  "training of a mean-field Gaussian Bayesian network.")
+                  "training of a mean-field Gaussian Bayesian network; hydra: HYDRA "
+                  "(Sehwag et al. 2020), robust pruning by learned importance scores, or LWM with --hydra_scores=magnitude.")
 flags.DEFINE_string("data_dir", None,
                     "Folder holding the official raw archives (MNIST idx .gz, CIFAR binary "
                     "batches, plain or .gz), e.g. ../shared/data; without them TFDS is tried.")
@@ -81,6 +83,28 @@ flags.DEFINE_integer("val_examples", None,
                      "Test examples evaluated (clean and PGD) after each epoch (default 1000 "
                      "MNIST, 200 CIFAR: PGD on VGG-16 costs ~65 s per 1000 on 2 cores).",
                      lower_bound=0)
+
+# HYDRA (--method=hydra): pretrain (--method=at or trades) -> prune -> finetune, chained by
+# --init_from.
+flags.DEFINE_enum("hydra_stage", "prune", HYDRA_STAGES,
+                  "prune: weights frozen, importance scores trained with the robust loss "
+                  "(--init_from a pretrained run); finetune: scores frozen, the kept weights "
+                  "trained (--init_from the prune run, or the pretrained run for LWM).")
+flags.DEFINE_enum("hydra_scores", "learned", HYDRA_SCORES,
+                  "learned: HYDRA's trained scores; magnitude: scores = the weights' "
+                  "magnitudes, never trained (LWM, least-weight-magnitude pruning; finetune "
+                  "stage only).")
+flags.DEFINE_enum("hydra_granularity", "weight", HYDRA_GRANULARITIES,
+                  "weight: a score per weight, top-k per layer (HYDRA's; the export keeps "
+                  "dense shapes with zeros); channel: a score per unit / channel at the mask "
+                  "sites, top-k per site (the export is physically smaller).")
+flags.DEFINE_enum("hydra_objective", "trades", HYDRA_OBJECTIVES,
+                  "Robust loss of both HYDRA stages: trades (HYDRA's adversarial trainer, "
+                  "--trades_beta) or at (PGD-AT as --method=at, --adv_weight); use the "
+                  "pretrained run's.")
+flags.DEFINE_float("prune_ratio", 0.9,
+                   "HYDRA: fraction of each layer's weights (or units) removed, in [0, 1); "
+                   "HYDRA's own k is the fraction kept, 1 - prune_ratio.", lower_bound=0)
 
 # Attacks.
 flags.DEFINE_float("eps", None, "L-inf radius (default per dataset: 0.3 MNIST, 0.03 CIFAR).",

@@ -8,6 +8,8 @@ python main.py --mode=MODE [flags]; every flag is listed below. By mode:
               loss weights (--beta --lambda_vs --adv_weight ...), training attack (--eps ...)
       python main.py --mode=train --dataset=mnist --method=anp_vs --data_dir=../shared/data \
           --init_from=runs/mnist_standard --model_dir=runs/mnist_anp_vs
+              HYDRA / LWM (--method=hydra): --hydra_stage --prune_ratio --hydra_granularity
+              --hydra_scores --hydra_objective, stages chained by --init_from (README)
   eval        --model_dir --attack --attack_steps --restarts --eot_samples --eval_examples
               --source_model_dir --sanity_checks
       python main.py --mode=eval --model_dir=runs/mnist_anp_vs --data_dir=../shared/data \

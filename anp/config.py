@@ -6,10 +6,14 @@ import os
 
 from anp.errors import UserError
 
-METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs", "at_bnn")
+METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs", "at_bnn", "hydra")
 PREPROCESS = ("pixel", "original")
 BIAS_INITS = ("glorot", "zeros")
 DEFENSES = ("none", "sap")
+HYDRA_STAGES = ("prune", "finetune")
+HYDRA_SCORES = ("learned", "magnitude")
+HYDRA_GRANULARITIES = ("weight", "channel")
+HYDRA_OBJECTIVES = ("trades", "at")
 
 # Per-dataset defaults of the original README (divyam3897/ANP_VS) and paper. val_examples is
 # ours: PGD validation after each epoch costs ~5 s per 1000 LeNet examples but ~65 s per 1000
@@ -76,6 +80,12 @@ class Config:
   eot_samples: int | None = None  # 1, or BNN_EOT_SAMPLES for an at_bnn model (run_eval)
   source_model_dir: str | None = None
   sanity_checks: bool = False
+  # HYDRA (--method=hydra; anp/hydra.py).
+  hydra_stage: str = "prune"
+  hydra_scores: str = "learned"
+  hydra_granularity: str = "weight"
+  hydra_objective: str = "trades"
+  prune_ratio: float = 0.9
   defense: str = "none"
   sap_frac: float = 1.0
   export_dir: str | None = None
@@ -116,6 +126,17 @@ class Config:
          self.bias_init)
     need(self.defense in DEFENSES, "defense", "one of " + ", ".join(DEFENSES), self.defense)
     need(self.sap_frac > 0, "sap_frac", "a number > 0", self.sap_frac)
+    for flag, values in (("hydra_stage", HYDRA_STAGES), ("hydra_scores", HYDRA_SCORES),
+                         ("hydra_granularity", HYDRA_GRANULARITIES),
+                         ("hydra_objective", HYDRA_OBJECTIVES)):
+      need(getattr(self, flag) in values, flag, "one of " + ", ".join(values),
+           getattr(self, flag))
+    need(0 <= self.prune_ratio < 1, "prune_ratio", "a number in [0, 1) (the fraction of "
+         "weights removed; HYDRA's k = 1 - prune_ratio)", self.prune_ratio)
+    if self.method == "hydra":
+      need(not (self.hydra_scores == "magnitude" and self.hydra_stage == "prune"),
+           "hydra_scores", "'learned' with --hydra_stage=prune (magnitude scores are never "
+           "trained: LWM is --hydra_stage=finetune --hydra_scores=magnitude)", self.hydra_scores)
     need(self.eps is None or self.eps >= 0, "eps", "a number >= 0", self.eps)
     need(self.step_size is None or self.step_size > 0, "step_size", "a number > 0",
          self.step_size)
@@ -146,7 +167,7 @@ class Config:
 
   @property
   def adversarial(self):
-    return self.method in ("at", "trades", "anp", "anp_vs", "at_bnn")
+    return self.method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra")
 
   @property
   def masked(self):
@@ -174,6 +195,11 @@ RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from",
             "thres", "eps", "step_size", "train_attack_steps", "compact_attack",
             # None unless --method=at_bnn (or given): runs saved before they existed match.
             "bnn_prior_sigma", "bnn_init_sigma")
+
+# Also part of a HYDRA run's identity (checked for --method=hydra only, so that the run
+# directories of the other methods resume exactly as before).
+HYDRA_RUN_KEYS = ("hydra_stage", "hydra_scores", "hydra_granularity", "hydra_objective",
+                  "prune_ratio")
 
 CONFIG_FILE = "config.json"
 

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from anp import data
+from anp import data, hydra
 from anp.attack_specs import EVAL_BATCH, AttackSpec, attack_specs, clip_range, make_attack
 from anp.bnn import BnnEnsemble, parameter_counts
 from anp.config import BNN_EOT_SAMPLES, run_config_path
@@ -39,7 +39,8 @@ from anp.progress import Progress
 from anp.runs import architecture
 from anp.sanity import SANITY_MAX_EXAMPLES, is_stochastic, sanity_checks
 from anp.sap import SapNet
-from anp.tables import efficiency_columns, format_table, markdown_table, table_cells, table_row
+from anp.tables import (efficiency_columns, format_table, hydra_settings, markdown_table,
+                        table_cells, table_row)
 from attacks.common import per_example, predictions_correct
 
 
@@ -233,6 +234,7 @@ def run_eval(cfg, arrays=None, verbose=True):
   result = dict(model_dir=cfg.model_dir, model_kind=kind, dataset=cfg.dataset,
                 method=run_cfg.method if known else None,
                 init_from=run_cfg.init_from if known else None, preprocess=cfg.preprocess,
+                hydra=hydra_settings(run_cfg) if known else None,
                 defense=None if cfg.defense == "none" else dict(name=cfg.defense,
                                                                  frac=cfg.sap_frac),
                 architecture=architecture(cfg.dataset), bnn=bnn, warnings=[])
@@ -280,7 +282,7 @@ def run_eval(cfg, arrays=None, verbose=True):
         source_method=src_cfg.method, attack=bb_spec.as_dict())
 
   # Size: of the masked net, or of a --mode=prune export from its pruning.json.
-  units = None
+  units, pruned = None, {}
   if getattr(net, "unit_counts", ()):
     units = net.n_active(), list(net.unit_counts)
   elif kind == "saved_model" and os.path.isfile(os.path.join(cfg.model_dir, PRUNING_JSON)):
@@ -296,6 +298,12 @@ def run_eval(cfg, arrays=None, verbose=True):
   else:
     result.update(n_active=None, n_units=None, sparsity=None, memory_pct=None,
                   flops_ratio=None)
+  # HYDRA's unstructured pruning removes weights, not units: its columns count the zeros.
+  weights = hydra.weight_efficiency(net) if kind == "run" else pruned.get("weight_pruning")
+  if weights:
+    result.update({k: weights[k] for k in ("sparsity", "memory_pct", "flops_ratio")},
+                  weight_pruning=weights)
+  result["sparsity_of"] = "weights" if weights else "units"
   result["sparsity_pct"] = None if result["sparsity"] is None else 100 * result["sparsity"]
 
   # Sanity checks.

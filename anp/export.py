@@ -3,7 +3,9 @@
 `compact_model(net)` is a pure function (the trained network is never edited): it returns a
 plain Keras model without mask layers in which every unit or channel whose E[pi] is at or
 below the threshold is physically removed and the surviving mask values E[pi] are folded
-into the weights. Its logits equal the masked network's inference logits.
+into the weights. Its logits equal the masked network's inference logits. HYDRA's networks
+(`anp.hydra`) go the same way: a channel-pruned one (`TopKMask` sites) loses its pruned units
+like a masked one; a weight-pruned one keeps its dense shapes, its pruned kernel entries 0.
 
 VGG: the mask acts before batch norm, so a pruned channel is not zero after BN + ReLU but
 the constant relu(beta - gamma * mean / sqrt(var + eps)), which the next layer still sees.
@@ -20,12 +22,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from anp import data, efficiency
+from anp import data, efficiency, hydra
 from anp.bnn import EnsembleLogits
 from anp.config import run_config_path
 from anp.errors import UserError
 from anp.runs import architecture, check_writable_dir, load_run
 from models.lenet import LeNet5
+from models.subnet import kernel_of
 
 layers = keras.layers
 
@@ -100,10 +103,10 @@ def _compact_lenet(net):
   k2, m2 = _site(net, 1, 50)
   k3, m3 = _site(net, 2, 800)
   k4, m4 = _site(net, 3, 500)
-  w1, b1 = _np(net.conv1.kernel), _np(net.conv1.bias)
-  w2, b2 = _np(net.conv2.kernel), _np(net.conv2.bias)
-  w3, b3 = _np(net.dense3.kernel), _np(net.dense3.bias)
-  w4, b4 = _np(net.dense4.kernel), _np(net.dense4.bias)
+  w1, b1 = _np(kernel_of(net.conv1)), _np(net.conv1.bias)
+  w2, b2 = _np(kernel_of(net.conv2)), _np(net.conv2.bias)
+  w3, b3 = _np(kernel_of(net.dense3)), _np(net.dense3.bias)
+  w4, b4 = _np(kernel_of(net.dense4)), _np(net.dense4.bias)
 
   # A flattened feature (h, w, c), index (h*4 + w)*50 + c, survives when conv2 keeps c and
   # bbd3 keeps the index; in the compact flatten it sits at (h*4 + w)*len(k2) + pos(c).
@@ -159,7 +162,7 @@ def _compact_vgg(net):
   size = 32
   for i, block in enumerate(net.blocks):
     kept, m = sites[i]
-    w, b = _np(block["conv"].kernel), _np(block["conv"].bias)
+    w, b = _np(kernel_of(block["conv"])), _np(block["conv"].bias)
     conv = layers.Conv2D(len(kept), 3, padding="same", name=f"conv{i + 1}")
     assignments.append((conv, w[:, :, prev_kept][..., kept] * m, b[kept] * m))
     x = conv(x)
@@ -194,7 +197,7 @@ def _compact_vgg(net):
       rows.append(c)
       scale.append(value_fc1[c])
   k_fc2, m_fc2 = sites[n_blocks + 1]
-  w1, b1 = _np(net.dense_fc1.kernel), _np(net.dense_fc1.bias)
+  w1, b1 = _np(kernel_of(net.dense_fc1)), _np(net.dense_fc1.bias)
   const, pruned = prev_const
   fold = [(cv, c) for cv, c in zip(const, pruned) if c in value_fc1]
   for cv, c in fold:
@@ -205,7 +208,7 @@ def _compact_vgg(net):
   new_bn1, weights = _bn_subset(net.bn_fc1, k_fc2, f"bn{n_blocks + 1}")
   assignments.append(weights)
   x = layers.ReLU()(new_bn1(dense1(x)))
-  w2, b2 = _np(net.dense_fc2.kernel), _np(net.dense_fc2.bias)
+  w2, b2 = _np(kernel_of(net.dense_fc2)), _np(net.dense_fc2.bias)
   dense2 = layers.Dense(net.n_classes, name=f"dense{n_blocks + 2}")
   assignments.append((dense2, w2[k_fc2] * m_fc2[:, None], b2))
   model = keras.Model(inputs, dense2(x), name="vgg16_compact")
@@ -316,7 +319,8 @@ def pruning_report(net, compact, cfg, x_test):
       flops=dict(dense=int(dense_flops), compact=int(compact_flops),
                  ratio=dense_flops / max(compact_flops, 1)),
       paper=efficiency.paper_columns(arch, n_active, list(net.unit_counts), info.n_classes),
-      max_abs_logit_diff=diff, checked_examples=int(len(x_test)))
+      max_abs_logit_diff=diff, checked_examples=int(len(x_test)),
+      weight_pruning=hydra.weight_efficiency(net))
 
 
 def format_report(report):
@@ -327,6 +331,9 @@ def format_report(report):
             f"FLOPs/image: {f['dense']:,} -> {f['compact']:,} (x{f['ratio']:.2f} fewer)",
             f"paper formulas: Memory {paper['memory_pct']:.2f}%  Flops x{paper['flops_ratio']:.2f}"
             f"  Sparsity {paper['sparsity_pct']:.2f}%",
+            *([f"HYDRA weights kept: {w['weights_kept']:,} of {w['weights_total']:,} "
+               f"(sparsity {w['sparsity']:.2%}; zeros kept in the dense shapes)"]
+              if (w := report.get("weight_pruning")) else []),
             f"max |masked - compact| logits on {report['checked_examples']} test images: "
             f"{report['max_abs_logit_diff']:.2e}"]
   return "\n".join(lines)

@@ -30,6 +30,7 @@ class AdversarialTrainer(keras.Model):
   anp         x        x      x
   anp_vs      x        x      x        x
   at_bnn            x (only)          Bayesian weights (Adv-BNN, `SampledCE`)
+  hydra       x    PGD CE / KL         (HYDRA's scores / weights by stage: `trained_variables`)
 
   Weights minimise
     D + beta KL / N + wd L2 + lambda V(x, x_adv)
@@ -50,11 +51,11 @@ class AdversarialTrainer(keras.Model):
   def __init__(self, net, *, method, n_train, eps=0.3, step_size=0.01, attack_steps=20,
                adv_weight=2.0, beta=1.0, lambda_vs=0.0, weight_decay=1e-4,
                clip_min=0.0, clip_max=1.0, mask_optimizer=None, seed=None, compact_attack=True,
-               objective=None, **kwargs):
+               objective=None, trained_variables=None, **kwargs):
     super().__init__(**kwargs)
     self.net = net
     self.method = method
-    self.adversarial = method in ("at", "trades", "anp", "anp_vs", "at_bnn")
+    self.adversarial = method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra")
     self.use_vs = method in ("at", "anp_vs") and lambda_vs > 0
     if method in ("bp", "anp", "anp_vs") and not net.masks:
       raise ValueError(f"Method {method!r} needs a network built with masked=True.")
@@ -68,6 +69,9 @@ class AdversarialTrainer(keras.Model):
     self.mask_optimizer = mask_optimizer
     self.seed = None if seed is None else int(seed)
     self.compact_attack = bool(compact_attack)
+    # (weight optimizer's, mask optimizer's) variables: by default the weights and the
+    # beta-Bernoulli mask parameters; a HYDRA stage trains its own set with one optimizer.
+    self.trained_variables = trained_variables
     names = ["loss", "ce_clean", "acc_clean"]
     if self.adversarial:
       names += ["ce_adv", "acc_adv", "vulnerability", *self.objective.extra_metrics]
@@ -103,6 +107,11 @@ class AdversarialTrainer(keras.Model):
     pair = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(counter, tf.int64)])
     return tf.unstack(tf.random.experimental.stateless_split(pair, n))
 
+  def _variables(self):
+    if self.trained_variables is not None:
+      return self.trained_variables
+    return self.net.weight_variables, self.net.mask_variables
+
   def _record(self, **values):
     for name, value in values.items():
       if name in self.trackers:
@@ -115,7 +124,7 @@ class AdversarialTrainer(keras.Model):
     x_adv = (tf.stop_gradient(self.make_adversarial(x, y, attack_seed, self.objective.craft))
              if self.adversarial else None)
     net = self.net
-    weights, mask_vars = net.weight_variables, net.mask_variables
+    weights, mask_vars = self._variables()
     with tf.GradientTape(persistent=bool(mask_vars)) as tape:
       logits, feats = net(x, training=True, return_features=True, seed=clean_seed)
       ce_clean = losses.cross_entropy(y, logits)
@@ -131,8 +140,9 @@ class AdversarialTrainer(keras.Model):
         stats.update(ce_adv=ce_adv, acc_adv=losses.accuracy(y, logits_adv),
                      vulnerability=vul, **extra)
       kl_term = self.beta * net.kl() / self.n_train
-      loss = (data_loss + kl_term
-              + self.weight_decay * losses.l2_penalty(net.decayed_variables))
+      # Decay: what a HYDRA stage trains, else the weights but a Bayesian net's log-sigmas.
+      decayed = weights if self.trained_variables is not None else net.decayed_variables
+      loss = data_loss + kl_term + self.weight_decay * losses.l2_penalty(decayed)
       if self.use_vs:
         loss += self.lambda_vs * vul
       mask_loss = mask_data_loss + kl_term

@@ -185,6 +185,10 @@ def _describe(name, run, result):
   per = result.get("per_attack") or {}
   if len(per) > 1:
     parts.append("per attack " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in per.items()))
+  weights = result.get("weight_pruning")
+  if weights:  # HYDRA's unstructured pruning: the columns count weights, not units
+    parts.append(f"Memory/Flops/Sparsity count zeroed weights ({weights['weights_kept']:,} of "
+                 f"{weights['weights_total']:,} kept), not units")
   bb = result.get("blackbox")
   parts.append(f"black box from `{bb['source_model_dir']}`" if bb else "no black-box source")
   sanity = result.get("sanity")

@@ -37,13 +37,15 @@ def build_net(cfg):
   """The (masked) network of a resolved config, built on the dataset's input shape."""
   info = dataset_info(cfg.dataset)
   # Adv-BNN: Bayesian conv/dense layers, prior N(0, sigma_0^2), initial posterior sigma.
-  bayes = ((cfg.bnn_prior_sigma, cfg.bnn_init_sigma) if cfg.method == "at_bnn" else None)
+  variant = (dict(bayes=(cfg.bnn_prior_sigma, cfg.bnn_init_sigma)) if cfg.method == "at_bnn"
+             else dict(hydra=cfg.hydra_granularity, prune_ratio=cfg.prune_ratio)
+             if cfg.method == "hydra" else {})
   if architecture(cfg.dataset) == "lenet":
     net = LeNet5(info.n_classes, masked=cfg.masked, threshold=cfg.thres,
-                 bias_init=cfg.bias_init, bayes=bayes)
+                 bias_init=cfg.bias_init, **variant)
   else:
     net = VGG(info.n_classes, masked=cfg.masked, threshold=cfg.thres,
-              standardize=cfg.preprocess == "pixel", bias_init=cfg.bias_init, bayes=bayes)
+              standardize=cfg.preprocess == "pixel", bias_init=cfg.bias_init, **variant)
   net(tf.zeros((1,) + info.image_shape))
   return net
 

@@ -13,7 +13,8 @@ TABLE_COLUMNS = ("Model", "Clean Acc.", "White Box Adversarial acc.",
                  "Black Box Adversarial acc.", "White Box Vulnerability",
                  "Black Box Vulnerability", "Memory", "Flops", "Sparsity")
 METHOD_NAMES = {"standard": "Standard", "at": "AT", "trades": "TRADES", "bp": "BP",
-                "anp": "ANP", "anp_vs": "ANP-VS", "at_bnn": "Adv-BNN"}
+                "anp": "ANP", "anp_vs": "ANP-VS", "at_bnn": "Adv-BNN",
+                "hydra": "HYDRA"}
 
 
 def model_name(result):
@@ -32,11 +33,33 @@ def _method_name(result):
   method = result.get("method")
   if method == "at" and result.get("init_from"):
     return "Pretrained AT"
+  if method == "hydra" and result.get("hydra"):
+    return hydra_name(result["hydra"])
   if method in METHOD_NAMES:
     return METHOD_NAMES[method]
   if method:
     return str(method)
   return os.path.basename(os.path.normpath(result.get("model_dir") or "model"))
+
+
+def hydra_settings(cfg):
+  """What a HYDRA row's name needs from its run config (None for other methods)."""
+  if cfg.method != "hydra":
+    return None
+  return dict(stage=cfg.hydra_stage, scores=cfg.hydra_scores,
+              granularity=cfg.hydra_granularity, objective=cfg.hydra_objective,
+              prune_ratio=cfg.prune_ratio)
+
+
+def hydra_name(settings):
+  """'HYDRA' or 'LWM' (magnitude scores), e.g. 'HYDRA 90% channels (prune stage)'."""
+  name = "LWM" if settings["scores"] == "magnitude" else "HYDRA"
+  name += f" {100 * settings['prune_ratio']:g}%"
+  if settings["granularity"] == "channel":
+    name += " channels"
+  if settings["stage"] == "prune":
+    name += " (prune stage)"
+  return name
 
 
 def _fmt(value, spec, scale=1.0):
@@ -88,6 +111,10 @@ def format_table(result):
            ("Sparsity (%)", _fmt(result["sparsity"], ".2f", 100)),
            ("Units kept", f"{result['n_active']} of {result['n_units']}"
             if result.get("n_units") else "n/a")]
+  weights = result.get("weight_pruning")
+  if weights:  # HYDRA's unstructured pruning: Memory/Flops/Sparsity above count weights
+    rows.append(("Weights kept (HYDRA)", f"{weights['weights_kept']:,} of "
+                 f"{weights['weights_total']:,}"))
   sanity = result.get("sanity")
   if sanity:
     rows.append(("Sanity checks", "passed" if sanity["passed"] else

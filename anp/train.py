@@ -16,7 +16,8 @@ import time
 import tensorflow as tf
 
 from anp import data
-from anp.config import RUN_KEYS, Config, run_config_path
+from anp import hydra
+from anp.config import HYDRA_RUN_KEYS, RUN_KEYS, Config, run_config_path
 from anp.progress import Progress
 from anp.model import AdversarialTrainer, adam, staircase
 from anp.objectives import SampledCE, Trades
@@ -35,19 +36,26 @@ SHOWN = ("loss", "acc_clean", "acc_adv")  # metrics in the progress line
 def make_trainer(net, cfg, n_train, total_steps):
   """The AdversarialTrainer of a config, compiled with the original's optimizers."""
   decay = LR_DECAY_POINTS[architecture(cfg.dataset)]
-  if net.masks:
+  trained = None
+  if cfg.method == "hydra":  # one optimizer over the stage's variables (anp.hydra)
+    trained = (hydra.stage_variables(net, cfg.hydra_stage), [])
+    weight_opt, mask_opt = adam(staircase(BASE_LR, total_steps, decay)), None
+    weight_opt.build(trained[0])
+  elif net.masks:
     weight_opt = adam(staircase(0.1 * cfg.init_lr, total_steps, decay))
     mask_opt = adam(staircase(cfg.init_lr, total_steps, decay))
     mask_opt.build(net.mask_variables)
+    weight_opt.build(net.weight_variables)
   else:
     weight_opt, mask_opt = adam(staircase(BASE_LR, total_steps, decay)), None
-  weight_opt.build(net.weight_variables)
+    weight_opt.build(net.weight_variables)
+  trades = cfg.method == "trades" or (cfg.method == "hydra" and cfg.hydra_objective == "trades")
   trainer = AdversarialTrainer(
       net, method=cfg.method, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,
       attack_steps=cfg.train_attack_steps, adv_weight=cfg.adv_weight, beta=cfg.beta,
       lambda_vs=cfg.lambda_vs, weight_decay=cfg.weight_decay, mask_optimizer=mask_opt,
       seed=cfg.seed, compact_attack=cfg.compact_attack,
-      objective=objective(cfg))
+      objective=objective(cfg), trained_variables=trained)
   trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
   return trainer
 
@@ -69,13 +77,15 @@ def check_run_dir(cfg):
   """
   path = cfg.model_dir
   check_writable_dir(path, "--model_dir")
-  if cfg.init_from:
-    locate_checkpoint(cfg.init_from, "--init_from")
+  init = locate_checkpoint(cfg.init_from, "--init_from") if cfg.init_from else None
+  if cfg.method == "hydra":
+    hydra.check_init_from(cfg, init and init[1])
   cfg_path = run_config_path(path)
   if not os.path.isfile(cfg_path):
     return
   saved = Config.load(cfg_path).resolved()
-  differ = [k for k in RUN_KEYS if getattr(saved, k) != getattr(cfg, k)]
+  keys = RUN_KEYS + (HYDRA_RUN_KEYS if cfg.method == "hydra" else ())
+  differ = [k for k in keys if getattr(saved, k) != getattr(cfg, k)]
   if differ:
     was = " ".join(f"--{k}={getattr(saved, k)}" for k in differ)
     now = " ".join(f"--{k}={getattr(cfg, k)}" for k in differ)
@@ -164,6 +174,8 @@ def run_train(cfg, arrays=None):
     print(f"Resuming from {manager.latest_checkpoint} (epoch {epoch + 1}, step {step}).")
   elif cfg.init_from:
     print(f"Initialised from {restore_net(net, cfg.init_from)}.")
+    if cfg.method == "hydra":
+      hydra.after_init(net, cfg)
   for stale in ("eval.json", "eval.md"):
     if os.path.isfile(os.path.join(cfg.model_dir, stale)):
       os.remove(os.path.join(cfg.model_dir, stale))
@@ -195,6 +207,9 @@ def run_train(cfg, arrays=None):
                   sparsity=net.sparsity(),
                   **{m.name: float(m.result()) for m in trainer.metrics},
                   **_validate(trainer, val_step, val_ds, epoch))
+    weights = hydra.weight_efficiency(net) if cfg.method == "hydra" else None
+    if weights:
+      record["weight_sparsity"] = weights["sparsity"]
     for m in trainer.metrics:
       m.reset_state()
     records.append(record)
@@ -215,6 +230,9 @@ def run_train(cfg, arrays=None):
     shown = "  ".join(f"{k} {record[k]:.4f}" for k in ("acc_clean", "acc_adv", "val_acc_clean",
                                                        "val_acc_adv") if k in record)
     print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")
+    if weights:
+      print(f"  weights kept {weights['weights_kept']:,} of {weights['weights_total']:,} "
+            f"(sparsity {100 * weights['sparsity']:.2f}%)")
     if net.masks:
       print(f"  units kept {record['n_active']} of {list(net.unit_counts)} "
             f"(sparsity {100 * record['sparsity']:.2f}%)")

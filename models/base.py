@@ -5,6 +5,8 @@ import tensorflow as tf
 
 from anp.bayesian import BayesConv2D, BayesDense
 from anp.masks import BetaBernoulli
+from models.subnet import (SubnetConv2D, SubnetDense, TopKMask, fixed_masks, hydra_masks,
+                           subnet_layers)
 
 # Bias initialisers. 'glorot': the original's (TF1 `tf.get_variable` defaults to Glorot
 # uniform, which on a 1-D shape [n] draws U(-sqrt(3/n), sqrt(3/n)); Keras' GlorotUniform
@@ -35,11 +37,17 @@ class MaskedNet(keras.Model):
   `bayes=(prior_sigma, init_sigma)` makes those layers mean-field Gaussian
   (`anp.bayesian`, Adv-BNN): every call, inference included, draws one weight sample per layer,
   stateless from `seed` when given (in either mode), and `kl()` adds their KL to the prior.
+
+  `hydra` (None, 'weight' or 'channel') builds HYDRA's pruning (`models.subnet`, Sehwag et al.
+  2020) with `prune_ratio` (fraction removed per layer): 'weight' makes every conv and dense
+  layer a Subnet layer (a score per weight), 'channel' puts a `TopKMask` (a score per unit) at
+  every mask site instead of a beta-Bernoulli mask.
   """
 
   unit_counts = ()
 
-  def __init__(self, masked=True, threshold=1e-3, bias_init="glorot", bayes=None, **kwargs):
+  def __init__(self, masked=True, threshold=1e-3, bias_init="glorot", bayes=None,
+               hydra=None, prune_ratio=0.0, **kwargs):
     super().__init__(**kwargs)
     if bias_init not in BIAS_INITS:
       raise ValueError(f"Expected bias_init in {sorted(BIAS_INITS)}. "
@@ -47,6 +55,13 @@ class MaskedNet(keras.Model):
     if bayes is not None and len(bayes) != 2:
       raise ValueError("Expected bayes=(prior_sigma, init_sigma) or None. "
                        f"Received: bayes={bayes!r}")
+    if hydra not in (None, "weight", "channel"):
+      raise ValueError(f"Expected hydra in (None, 'weight', 'channel'). Received: hydra={hydra!r}")
+    if hydra and (masked or bayes is not None):
+      raise ValueError("Expected one of beta-Bernoulli masks (masked), Bayesian layers (bayes) and "
+                       f"HYDRA's. Received: masked={masked}, bayes={bayes!r}, hydra={hydra!r}")
+    self.hydra = hydra
+    self.prune_ratio = float(prune_ratio)
     self.masked = bool(masked)
     self.threshold = float(threshold)
     self.bias_init = bias_init
@@ -58,14 +73,21 @@ class MaskedNet(keras.Model):
     return dict(name=name, bias_initializer=BIAS_INITS[self.bias_init])
 
   def _conv(self, filters, kernel_size, name, **kwargs):
-    """A Conv2D layer, or a `BayesConv2D` for a Bayesian network."""
+    """A Conv2D layer, a `BayesConv2D` for a Bayesian network, HYDRA's `SubnetConv2D`
+    with hydra='weight'."""
+    if self.hydra == "weight":
+      return SubnetConv2D(filters, kernel_size, prune_ratio=self.prune_ratio, **kwargs,
+                          **self._layer_args(name))
     if self.bayes is None:
       return keras.layers.Conv2D(filters, kernel_size, **kwargs, **self._layer_args(name))
     return self._bayesian(BayesConv2D(filters, kernel_size, *self.bayes, **kwargs,
                                       **self._layer_args(name)))
 
   def _dense(self, units, name, **kwargs):
-    """A Dense layer, or a `BayesDense` for a Bayesian network."""
+    """A Dense layer, a `BayesDense` for a Bayesian network, HYDRA's `SubnetDense` with
+    hydra='weight'."""
+    if self.hydra == "weight":
+      return SubnetDense(units, prune_ratio=self.prune_ratio, **kwargs, **self._layer_args(name))
     if self.bayes is None:
       return keras.layers.Dense(units, **kwargs, **self._layer_args(name))
     return self._bayesian(BayesDense(units, *self.bayes, **kwargs, **self._layer_args(name)))
@@ -83,7 +105,11 @@ class MaskedNet(keras.Model):
     return layer(x, seed=site)
 
   def _mask(self, a_init, name):
-    """A mask layer, or None for an unmasked network."""
+    """A mask layer (HYDRA's TopKMask with hydra='channel'), or None for an unmasked network."""
+    if self.hydra == "channel":
+      layer = TopKMask(prune_ratio=self.prune_ratio, name=name)
+      self.masks.append(layer)
+      return layer
     if not self.masked:
       return None
     layer = BetaBernoulli(a_init=a_init, threshold=self.threshold, name=name)
@@ -105,15 +131,26 @@ class MaskedNet(keras.Model):
 
     Subclasses may return a faster function with the same values up to float rounding (e.g.
     without the pruned units); it is made once per batch and called at every attack step.
-    A Bayesian network's function also takes `seed` (one weight sample per call).
+    A Bayesian network's function also takes `seed` (one weight sample per call); HYDRA's
+    top-k masks are computed here, once per batch.
     """
     if self.bayes is not None:
       return lambda x, seed=None: self(x, training=False, seed=seed)
-    return lambda x: self(x, training=False)
+    if not self.hydra:
+      return lambda x: self(x, training=False)
+    masks = hydra_masks(self)
+
+    def logits(x):
+      with fixed_masks(self, masks):
+        return self(x, training=False)
+
+    return logits
 
   @property
   def mask_variables(self):
-    return [v for m in self.masks for v in m.trainable_variables]
+    """Mask parameters: the beta-Bernoulli masks', or HYDRA's scores."""
+    return ([v for m in self.masks for v in m.trainable_variables]
+            + [layer.scores for layer in subnet_layers(self)])
 
   @property
   def weight_variables(self):
@@ -131,8 +168,8 @@ class MaskedNet(keras.Model):
 
   @property
   def has_kl(self):
-    """Whether `kl()` has terms: masks or Bayesian layers."""
-    return bool(self.masks) or bool(self.bayes_layers)
+    """Whether `kl()` has terms: beta-Bernoulli masks or Bayesian layers."""
+    return any(isinstance(m, BetaBernoulli) for m in self.masks) or bool(self.bayes_layers)
 
   def kl(self):
     """Sum of the masks' and Bayesian layers' KL divergences to their priors (0 without)."""
@@ -153,5 +190,6 @@ class MaskedNet(keras.Model):
   def get_config(self):
     config = super().get_config()
     config.update(masked=self.masked, threshold=self.threshold, bias_init=self.bias_init,
-                  bayes=None if self.bayes is None else list(self.bayes))
+                  bayes=None if self.bayes is None else list(self.bayes),
+                  hydra=self.hydra, prune_ratio=self.prune_ratio)
     return config

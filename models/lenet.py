@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from models.base import MaskedNet
 from models.ops import conv2d_one_channel, max_pool_2x2
+from models.subnet import kernel_of
 
 layers = keras.layers
 
@@ -69,9 +70,11 @@ class LeNet5(MaskedNet):
     kept = [tf.reshape(tf.where(m > 0), [-1]) for m in masks]
     m1, m2, m3, m4 = [tf.gather(m, k) for m, k in zip(masks, kept)]
     k1, k2, _, k4 = kept
-    w1 = tf.gather(self.conv1.kernel, k1, axis=3) * m1
+    kernel1, kernel2, kernel3, kernel4 = (kernel_of(layer) for layer in (
+        self.conv1, self.conv2, self.dense3, self.dense4))  # HYDRA's zeros included
+    w1 = tf.gather(kernel1, k1, axis=3) * m1
     b1 = tf.gather(self.conv1.bias, k1) * m1
-    w2 = tf.gather(tf.gather(self.conv2.kernel, k1, axis=2), k2, axis=3) * m2
+    w2 = tf.gather(tf.gather(kernel2, k1, axis=2), k2, axis=3) * m2
     b2 = tf.gather(self.conv2.bias, k2) * m2
     # Inputs of dense3: the NHWC flattening of [4, 4, 50] keeps (position p, kept channel c)
     # at p * len(k2) + j in the compact map; row p * 50 + c of dense3.
@@ -80,10 +83,10 @@ class LeNet5(MaskedNet):
     rows = tf.reshape(tf.range(positions, dtype=k2.dtype)[:, None] * channels + k2[None], [-1])
     m3 = tf.gather(masks[2], rows)
     inputs = tf.reshape(tf.where(m3 > 0), [-1])
-    w3 = tf.gather(tf.gather(self.dense3.kernel, tf.gather(rows, inputs)), k4, axis=1)
+    w3 = tf.gather(tf.gather(kernel3, tf.gather(rows, inputs)), k4, axis=1)
     w3 *= tf.gather(m3, inputs)[:, None]
     b3 = tf.gather(self.dense3.bias, k4)
-    w4 = tf.gather(self.dense4.kernel, k4) * m4[:, None]
+    w4 = tf.gather(kernel4, k4) * m4[:, None]
     b4 = self.dense4.bias
 
     def logits(x):
