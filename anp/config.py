@@ -10,6 +10,7 @@ METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs")
 PREPROCESS = ("pixel", "original")
 BIAS_INITS = ("glorot", "zeros")
 DEFENSES = ("none", "sap")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 # Per-dataset defaults of the original README (divyam3897/ANP_VS) and paper. val_examples is
 # ours: PGD validation after each epoch costs ~5 s per 1000 LeNet examples but ~65 s per 1000
@@ -69,6 +70,10 @@ class Config:
   sanity_checks: bool = False
   defense: str = "none"
   sap_frac: float = 1.0
+  # Devices (anp.distribute): not part of a run's identity, so a run may resume on others.
+  strategy: str = "default"
+  mixed_precision: bool = False
+  deterministic_ops: bool = False
   export_dir: str | None = None
   runs: str | None = None
   report_dir: str | None = None
@@ -100,6 +105,11 @@ class Config:
     need(self.bias_init in BIAS_INITS, "bias_init", "one of " + ", ".join(BIAS_INITS),
          self.bias_init)
     need(self.defense in DEFENSES, "defense", "one of " + ", ".join(DEFENSES), self.defense)
+    need(self.strategy in STRATEGIES, "strategy", "one of " + ", ".join(STRATEGIES),
+         self.strategy)
+    need(not (self.jit_compile and self.strategy != "default"), "jit_compile",
+         "--strategy=default (XLA compiles the one-device step; under a strategy the "
+         "optimizers' all-reduce is outside it)", f"--strategy={self.strategy}")
     need(self.sap_frac > 0, "sap_frac", "a number > 0", self.sap_frac)
     need(self.eps is None or self.eps >= 0, "eps", "a number >= 0", self.eps)
     need(self.step_size is None or self.step_size > 0, "step_size", "a number > 0",
@@ -133,8 +143,9 @@ class Config:
 
   # The run directory remembers how its model was built.
   def save(self, path):
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:  # whole or absent: other workers may be reading it
       json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
 
   @classmethod
   def load(cls, path):
@@ -150,7 +161,9 @@ class Config:
 RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from", "batch_size",
             "steps_per_epoch", "init_lr", "adv_weight", "trades_beta", "weight_decay", "beta",
             "lambda_vs",
-            "thres", "eps", "step_size", "train_attack_steps", "compact_attack")
+            "thres", "eps", "step_size", "train_attack_steps", "compact_attack",
+            # Added later; absent from older config.json files, whose runs load it as False.
+            "mixed_precision")
 
 CONFIG_FILE = "config.json"
 

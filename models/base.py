@@ -46,7 +46,9 @@ class MaskedNet(keras.Model):
     """A mask layer, or None for an unmasked network."""
     if not self.masked:
       return None
-    layer = BetaBernoulli(a_init=a_init, threshold=self.threshold, name=name)
+    # float32 whatever the global dtype policy: under --mixed_precision the masks' maths
+    # (Kumaraswamy sampling, KL) stays in float32 and Keras casts their inputs to float32.
+    layer = BetaBernoulli(a_init=a_init, threshold=self.threshold, name=name, dtype="float32")
     self.masks.append(layer)
     return layer
 
