@@ -51,7 +51,7 @@ def make_strategy(name):
       tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
       raise UserError("Flag --strategy=tpu: expected a TPU. Received: none found "
-                      f"({_first_line(e)}).") from None
+                      f"({_first_line(e).rstrip('.')}).") from None
     return tf.distribute.TPUStrategy(resolver)
   raise UserError(f"Flag --strategy: expected one of {', '.join(STRATEGIES)}. "
                   f"Received: {name!r}")

@@ -317,11 +317,14 @@ def run_eval(cfg, arrays=None, verbose=True):
             + ", ".join(sanity["failed"]) + " (see 'sanity' in eval.json).")
 
   result["table_row"] = table_row(result)
+  if distribute.replicas(strategy) > 1:
+    result["replicas"] = distribute.replicas(strategy)
   out_dir = output_dir(cfg.model_dir)
-  with open(os.path.join(out_dir, "eval.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  with open(os.path.join(out_dir, "eval.md"), "w") as f:
-    f.write(markdown_table([table_cells(result)]))
+  if distribute.is_chief(strategy):  # every worker computed the same result
+    with open(os.path.join(out_dir, "eval.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    with open(os.path.join(out_dir, "eval.md"), "w") as f:
+      f.write(markdown_table([table_cells(result)]))
   print(format_table(result))
   print(markdown_table([table_cells(result)]), end="")
   return result
