@@ -36,15 +36,16 @@ SHOWN = ("loss", "acc_clean", "acc_adv")  # metrics in the progress line
 def make_trainer(net, cfg, n_train, total_steps):
   """The AdversarialTrainer of a config, compiled with the original's optimizers."""
   decay = LR_DECAY_POINTS[architecture(cfg.dataset)]
+  # float16 gradients underflow without a loss scale (mask gradients pass through float16
+  # layers too); bfloat16 has float32's range and needs none.
+  scaled = keras.mixed_precision.global_policy().name == "mixed_float16"
+  wrap = keras.optimizers.LossScaleOptimizer if scaled else (lambda opt: opt)
   if net.masks:
-    weight_opt = adam(staircase(0.1 * cfg.init_lr, total_steps, decay))
-    mask_opt = adam(staircase(cfg.init_lr, total_steps, decay))
+    weight_opt = wrap(adam(staircase(0.1 * cfg.init_lr, total_steps, decay)))
+    mask_opt = wrap(adam(staircase(cfg.init_lr, total_steps, decay)))
     mask_opt.build(net.mask_variables)
   else:
-    weight_opt, mask_opt = adam(staircase(BASE_LR, total_steps, decay)), None
-  if keras.mixed_precision.global_policy().name == "mixed_float16":
-    # float16 gradients underflow without a loss scale (the masks' stay float32: unscaled).
-    weight_opt = keras.optimizers.LossScaleOptimizer(weight_opt)
+    weight_opt, mask_opt = wrap(adam(staircase(BASE_LR, total_steps, decay))), None
   weight_opt.build(net.weight_variables)
   trainer = AdversarialTrainer(
       net, method=cfg.method, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,

@@ -11,6 +11,7 @@ import unittest
 import keras
 import numpy as np
 import tensorflow as tf
+from absl.testing import parameterized
 
 from anp import distribute
 from anp.config import Config
@@ -109,6 +110,15 @@ class FlagsTest(tf.test.TestCase):
         if old is not None:
           os.environ["TF_CONFIG"] = old
 
+  def test_training_batch_must_split_evenly(self):
+    class TwoReplicas:
+      num_replicas_in_sync = 2
+    distribute.check_batch_size(TwoReplicas(), 64)
+    distribute.check_batch_size(None, 63)
+    with self.assertRaisesRegex(UserError, r"--batch_size: expected a multiple of the 2 "
+                                r"replicas.*Received: 63"):
+      distribute.check_batch_size(TwoReplicas(), 63)
+
   def test_tpu_without_a_tpu_exits_2_with_one_line(self):
     out = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), "--mode=train",
                           "--strategy=tpu", f"--model_dir={self.get_temp_dir()}/run"],
@@ -120,18 +130,25 @@ class FlagsTest(tf.test.TestCase):
     self.assertFalse(os.path.exists(f"{self.get_temp_dir()}/run"))
 
 
-class MixedPrecisionTest(tf.test.TestCase):
+class MixedPrecisionTest(tf.test.TestCase, parameterized.TestCase):
 
-  def test_masks_stay_float32_and_finite(self):
+  @parameterized.parameters("mixed_bfloat16", "mixed_float16")
+  def test_masks_stay_float32_and_finite(self, policy):
+    # --mixed_precision picks mixed_bfloat16 here (no GPU); float16 also runs on a CPU.
+    self.assertEqual(distribute.mixed_policy(), "mixed_bfloat16")
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(distribute.mixed_policy())  # bfloat16 on CPU
+    keras.mixed_precision.set_global_policy(policy)
     try:
       cfg = Config(dataset="mnist", method="anp_vs", train_attack_steps=2,
                    mixed_precision=True).resolved()
       keras.utils.set_random_seed(0)
       net = build_net(cfg)
       trainer = make_trainer(net, cfg, n_train=60000, total_steps=100)
-      self.assertEqual(net.conv1.compute_dtype, "bfloat16")
+      self.assertEqual(net.conv1.compute_dtype, policy[len("mixed_"):])
+      scaled = policy == "mixed_float16"  # loss scaling for both optimizers
+      for opt in (trainer.optimizer, trainer.mask_optimizer):
+        self.assertEqual(isinstance(opt, keras.optimizers.LossScaleOptimizer), scaled)
+      weights0 = [v.numpy().copy() for v in net.weight_variables]
       x = tf.random.uniform([8, 28, 28, 1])
       y = tf.range(8) % 10
       logs = tf.function(trainer.train_step)((x, y))
@@ -148,9 +165,10 @@ class MixedPrecisionTest(tf.test.TestCase):
       for k, v in logs.items():
         self.assertEqual(v.dtype, tf.float32, k)
         self.assertTrue(np.isfinite(float(v)), k)
-      for v in net.weight_variables:
+      for v, before in zip(net.weight_variables, weights0):
         self.assertEqual(v.dtype, "float32")
         self.assertTrue(np.all(np.isfinite(v.numpy())), v.name)
+        self.assertNotAllClose(before, v.numpy(), msg=v.name)  # the step was applied
     finally:
       keras.mixed_precision.set_global_policy(previous)
 
