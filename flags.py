@@ -3,7 +3,8 @@
 from absl import flags
 
 from anp.config import (BIAS_INITS, DEFENSES, HYDRA_GRANULARITIES, HYDRA_OBJECTIVES,
-                        HYDRA_SCORES, HYDRA_STAGES, METHODS, PREPROCESS, Config)
+                        HYDRA_SCORES, HYDRA_STAGES, METHODS, PREPROCESS, STRATEGIES,
+                        Config)
 
 MODES = ("train", "eval", "prune", "export", "report", "quickstart")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -69,7 +70,9 @@ flags.DEFINE_float("lambda_vs", None,
                    "Weight of the vulnerability suppression loss (default per dataset).",
                    lower_bound=0)
 flags.DEFINE_float("thres", 1e-3, "E[pi] at or below which a unit is pruned.", lower_bound=0)
-flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_boolean("jit_compile", False,
+                     "Compile the train step with XLA (--strategy=default; for GPUs: on "
+                     "this CPU it is ~10x slower).")
 flags.DEFINE_boolean("compact_attack", True,
                      "Craft PGD (training and --mode=eval) on the network without its pruned "
                      "units, masks folded into the weights: same logits up to float rounding, "
@@ -133,6 +136,19 @@ flags.DEFINE_float("sap_frac", 1.0, "SAP draws ceil(sap_frac x units) samples pe
                    lower_bound=0)
 flags.DEFINE_boolean("sanity_checks", False,
                      "Run the gradient-masking sanity checks of Carlini et al. (2019).")
+
+# Devices: --mode=train and --mode=eval.
+flags.DEFINE_enum("strategy", "default", STRATEGIES,
+                  "tf.distribute strategy. default: one device, no strategy; mirrored: all "
+                  "GPUs of this machine (MirroredStrategy); multi_worker: the machines of "
+                  "TF_CONFIG (MultiWorkerMirroredStrategy); tpu: TPUStrategy. --batch_size is "
+                  "the global batch, split across replicas.")
+flags.DEFINE_boolean("mixed_precision", False,
+                     "Keras mixed precision: mixed_float16 with a GPU (loss scaling on), "
+                     "mixed_bfloat16 on CPU/TPU; masks, losses and optimizers stay float32.")
+flags.DEFINE_boolean("deterministic_ops", False,
+                     "tf.config.experimental.enable_op_determinism(): bit-reproducible GPU "
+                     "kernels (slower); CPU runs are already reproducible.")
 
 # Prune / export / report.
 flags.DEFINE_string("export_dir", None, "Where --mode=prune/export write the SavedModel.")

@@ -5,13 +5,14 @@ python main.py --mode=MODE [flags]; every flag is listed below. By mode:
   quickstart  the whole MNIST pipeline in one command (about 5 minutes on 2 cores)
       python main.py --mode=quickstart --data_dir=../shared/data
   train       --dataset --method --model_dir --init_from --epochs --seed --checkpoint_every,
-              loss weights (--beta --lambda_vs --adv_weight ...), training attack (--eps ...)
+              loss weights (--beta --lambda_vs --adv_weight ...), training attack (--eps ...),
+              devices (--strategy --mixed_precision --jit_compile --deterministic_ops)
       python main.py --mode=train --dataset=mnist --method=anp_vs --data_dir=../shared/data \
           --init_from=runs/mnist_standard --model_dir=runs/mnist_anp_vs
               HYDRA / LWM (--method=hydra): --hydra_stage --prune_ratio --hydra_granularity
               --hydra_scores --hydra_objective, stages chained by --init_from (README)
   eval        --model_dir --attack --attack_steps --restarts --eot_samples --eval_examples
-              --source_model_dir --sanity_checks
+              --source_model_dir --sanity_checks --strategy
       python main.py --mode=eval --model_dir=runs/mnist_anp_vs --data_dir=../shared/data \
           --attack=strongest --sanity_checks
   prune       compact SavedModel of a masked run: --model_dir --export_dir --thres

@@ -14,6 +14,7 @@ HYDRA_STAGES = ("prune", "finetune")
 HYDRA_SCORES = ("learned", "magnitude")
 HYDRA_GRANULARITIES = ("weight", "channel")
 HYDRA_OBJECTIVES = ("trades", "at")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 # Per-dataset defaults of the original README (divyam3897/ANP_VS) and paper. val_examples is
 # ours: PGD validation after each epoch costs ~5 s per 1000 LeNet examples but ~65 s per 1000
@@ -88,6 +89,10 @@ class Config:
   prune_ratio: float = 0.9
   defense: str = "none"
   sap_frac: float = 1.0
+  # Devices (anp.distribute): not part of a run's identity, so a run may resume on others.
+  strategy: str = "default"
+  mixed_precision: bool = False
+  deterministic_ops: bool = False
   export_dir: str | None = None
   runs: str | None = None
   report_dir: str | None = None
@@ -125,6 +130,11 @@ class Config:
     need(self.bias_init in BIAS_INITS, "bias_init", "one of " + ", ".join(BIAS_INITS),
          self.bias_init)
     need(self.defense in DEFENSES, "defense", "one of " + ", ".join(DEFENSES), self.defense)
+    need(self.strategy in STRATEGIES, "strategy", "one of " + ", ".join(STRATEGIES),
+         self.strategy)
+    need(not (self.jit_compile and self.strategy != "default"), "jit_compile",
+         "--strategy=default (XLA compiles the one-device step; under a strategy the "
+         "optimizers' all-reduce is outside it)", f"--strategy={self.strategy}")
     need(self.sap_frac > 0, "sap_frac", "a number > 0", self.sap_frac)
     for flag, values in (("hydra_stage", HYDRA_STAGES), ("hydra_scores", HYDRA_SCORES),
                          ("hydra_granularity", HYDRA_GRANULARITIES),
@@ -175,8 +185,9 @@ class Config:
 
   # The run directory remembers how its model was built.
   def save(self, path):
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:  # whole or absent: other workers may be reading it
       json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
 
   @classmethod
   def load(cls, path):
@@ -194,7 +205,10 @@ RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from",
             "lambda_vs",
             "thres", "eps", "step_size", "train_attack_steps", "compact_attack",
             # None unless --method=at_bnn (or given): runs saved before they existed match.
-            "bnn_prior_sigma", "bnn_init_sigma")
+            "bnn_prior_sigma", "bnn_init_sigma",
+            # Added later too; absent from older config.json files, whose runs load it as False.
+            "mixed_precision")
+
 
 # Also part of a HYDRA run's identity (checked for --method=hydra only, so that the run
 # directories of the other methods resume exactly as before).

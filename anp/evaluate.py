@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from anp import data, hydra
+from anp import data, distribute, hydra
 from anp.attack_specs import EVAL_BATCH, AttackSpec, attack_specs, clip_range, make_attack
 from anp.bnn import BnnEnsemble, parameter_counts
 from anp.config import BNN_EOT_SAMPLES, run_config_path
@@ -123,6 +123,10 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
   return step
 
 
+# Batch axis of each per-example output of an eval step; None: a sum over examples.
+STEP_AXES = dict(clean=0, adv=0, per_attack=1, linf=0, layer_vul=None, unit_vul=None)
+
+
 def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, label=None):
   """Runs `step` over a dataset and aggregates: fractions and mean vulnerabilities."""
   per, linf, layer_vul, unit_vul, total = [], [], 0.0, 0.0, 0
@@ -157,12 +161,13 @@ def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, labe
 
 
 def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_layer=-1,
-                 verbose=True, label=None, compact=False):
+                 verbose=True, label=None, compact=False, strategy=None):
   """Clean/adversarial accuracy and vulnerability of `net` over a dataset.
 
   `attack`: `attack(model_fn, x, y) -> x_adv`, or a dict {name: attack} for the per-example
   worst case. With `source`, examples are crafted on `source` and transferred (black box);
-  `compact`: see `make_eval_step`.
+  `compact`: see `make_eval_step`. With a tf.distribute `strategy` each batch is split over
+  its replicas and their per-example results gathered in order (`anp.distribute`).
   Returns a dict of fractions in [0, 1]: clean_acc, adv_acc, vulnerability (mean |f(x) -
   f(x_adv)| over units and examples, averaged over layers), layer_vulnerability,
   unit_vulnerability (per unit of feature layer `feature_layer`), per_attack, examples.
@@ -171,6 +176,7 @@ def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_
       [(getattr(attack, "__name__", "attack"), attack)]
   step = make_eval_step(net, named, source=source, feature_layer=feature_layer,
                         compact=compact)
+  step = distribute.per_example_step(strategy, step, STEP_AXES)
   return run_steps(step, dataset, n_examples, names=[n for n, _ in named], verbose=verbose,
                    label=label)
 
@@ -193,6 +199,7 @@ def _warn(result, message):
 
 def run_eval(cfg, arrays=None, verbose=True):
   """Evaluates --model_dir; writes <model_dir>/eval.json and eval.md and returns the dict."""
+  strategy = distribute.setup(cfg)  # first: multi-worker collectives start with the program
   net, run_cfg, kind = load_model(cfg.model_dir, cfg)
   bnn = None
   if run_cfg.method == "at_bnn":  # stochastic by design: EOT unless told otherwise
@@ -254,7 +261,7 @@ def run_eval(cfg, arrays=None, verbose=True):
   if verbose:
     print(f"White box: {', '.join(specs)} on {n} examples.", flush=True)
   wb = evaluate_net(net, test_ds, {name: make_attack(spec) for name, spec in specs.items()}, n,
-                    verbose=verbose, compact=cfg.compact_attack)
+                    verbose=verbose, compact=cfg.compact_attack, strategy=strategy)
   first = next(iter(specs.values())).as_dict()
   result.update(
       clean_acc=wb["clean_acc"], adv_acc=wb["adv_acc"], vulnerability=wb["vulnerability"],
@@ -275,7 +282,8 @@ def run_eval(cfg, arrays=None, verbose=True):
       print(f"Black box: PGD-{cfg.attack_steps} examples of {cfg.source_model_dir} "
             "transferred.", flush=True)
     bb = evaluate_net(net, test_ds, {"pgd": make_attack(bb_spec)}, n, source=source,
-                      verbose=verbose, label="bb_acc", compact=cfg.compact_attack)
+                      verbose=verbose, label="bb_acc", compact=cfg.compact_attack,
+                      strategy=strategy)
     result["blackbox"] = dict(
         adv_acc=bb["adv_acc"], vulnerability=bb["vulnerability"],
         layer_vulnerability=bb["layer_vulnerability"], source_model_dir=cfg.source_model_dir,
@@ -329,11 +337,14 @@ def run_eval(cfg, arrays=None, verbose=True):
             + ", ".join(sanity["failed"]) + " (see 'sanity' in eval.json).")
 
   result["table_row"] = table_row(result)
+  if distribute.replicas(strategy) > 1:
+    result["replicas"] = distribute.replicas(strategy)
   out_dir = output_dir(cfg.model_dir)
-  with open(os.path.join(out_dir, "eval.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  with open(os.path.join(out_dir, "eval.md"), "w") as f:
-    f.write(markdown_table([table_cells(result)]))
+  if distribute.is_chief(strategy):  # every worker computed the same result
+    with open(os.path.join(out_dir, "eval.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    with open(os.path.join(out_dir, "eval.md"), "w") as f:
+      f.write(markdown_table([table_cells(result)]))
   print(format_table(result))
   print(markdown_table([table_cells(result)]), end="")
   return result

@@ -3,11 +3,16 @@
 import tensorflow as tf
 
 
+def _float32(t):
+  """`t` in float32 (logits and features of a --mixed_precision network are 16-bit)."""
+  return t if t.dtype == tf.float32 else tf.cast(t, tf.float32)
+
+
 def cross_entropy(y, logits):
-  """Mean softmax cross-entropy with integer labels."""
+  """Mean softmax cross-entropy with integer labels, in float32."""
   return tf.reduce_mean(
       tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32),
-                                                     logits=logits))
+                                                     logits=_float32(logits)))
 
 
 def accuracy(y, logits):
@@ -22,7 +27,7 @@ def l2_penalty(variables):
 
 def layer_vulnerabilities(features_clean, features_adv):
   """Per-layer vulnerability: mean |f(x) - f(x_adv)| over batch and units, shape [L]."""
-  return tf.stack([tf.reduce_mean(tf.abs(c - a))
+  return tf.stack([tf.reduce_mean(tf.abs(_float32(c) - _float32(a)))
                    for c, a in zip(features_clean, features_adv)])
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from attacks import replica_rows
+
 EULER_GAMMA = 0.5772156649015329
 
 # Uniform noise is drawn from [_U_EPS, 1 - _U_EPS]: 1 - 1e-10, the original's bound,
@@ -171,7 +173,9 @@ class BetaBernoulli(keras.layers.Layer):
     # logistic and applying the sigmoid ourselves gives the same distribution; TFP's
     # `RelaxedBernoulli.sample()` returned NaN gradients here for logits above ~7 at t=0.1.
     # Logistic(loc, scale) = loc + scale * logit(u).
-    u = _uniform(tf.shape(logits), noise_seed)
+    # Per-example noise: under tf.distribute, this replica's rows of the global batch's draw.
+    u = (_uniform(tf.shape(logits), None) if noise_seed is None else
+         replica_rows.per_example_draw(lambda s: _uniform(s, noise_seed), tf.shape(logits)))
     noise = (logits + tf.math.log(u) - tf.math.log1p(-u)) / self.temperature
     return tf.sigmoid(noise)
 

@@ -19,6 +19,22 @@ def adam(learning_rate):
   return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8)
 
 
+def _replica_loss(loss, optimizer):
+  """The loss one replica differentiates: `loss` / R under a strategy of R replicas in sync.
+
+  `loss` is this replica's (mean over its rows of the global batch, plus the global beta KL / N,
+  wd L2 terms). The optimizers sum the replicas' gradients (Keras all-reduces them), so the
+  sum of the R scaled losses is the global batch mean, and KL / N and L2, which every replica
+  computes whole, count once. With one replica (--strategy=default) the loss is untouched.
+  `optimizer.scale_loss` applies a LossScaleOptimizer's scale (mixed_float16), else is the
+  identity.
+  """
+  replicas = tf.distribute.get_strategy().num_replicas_in_sync
+  if replicas > 1:
+    loss = loss / replicas
+  return optimizer.scale_loss(loss)
+
+
 class AdversarialTrainer(keras.Model):
   """Wraps a `MaskedNet` and trains it with one of the paper's methods.
 
@@ -146,9 +162,12 @@ class AdversarialTrainer(keras.Model):
       if self.use_vs:
         loss += self.lambda_vs * vul
       mask_loss = mask_data_loss + kl_term
-    self.optimizer.apply(tape.gradient(loss, weights), weights)
+      # What this replica differentiates (the losses themselves on one device).
+      weight_objective = _replica_loss(loss, self.optimizer)
+      mask_objective = _replica_loss(mask_loss, self.mask_optimizer) if mask_vars else None
+    self.optimizer.apply(tape.gradient(weight_objective, weights), weights)
     if mask_vars:
-      self.mask_optimizer.apply(tape.gradient(mask_loss, mask_vars), mask_vars)
+      self.mask_optimizer.apply(tape.gradient(mask_objective, mask_vars), mask_vars)
     if net.has_kl:
       stats["kl"] = net.kl()
     del tape

@@ -13,10 +13,10 @@ import os
 import platform
 import time
 
+import keras
 import tensorflow as tf
 
-from anp import data
-from anp import hydra
+from anp import data, distribute, hydra
 from anp.config import HYDRA_RUN_KEYS, RUN_KEYS, Config, run_config_path
 from anp.progress import Progress
 from anp.model import AdversarialTrainer, adam, staircase
@@ -36,20 +36,23 @@ SHOWN = ("loss", "acc_clean", "acc_adv")  # metrics in the progress line
 def make_trainer(net, cfg, n_train, total_steps):
   """The AdversarialTrainer of a config, compiled with the original's optimizers."""
   decay = LR_DECAY_POINTS[architecture(cfg.dataset)]
+  # float16 gradients underflow without a loss scale (mask gradients pass through float16
+  # layers too); bfloat16 has float32's range and needs none.
+  scaled = keras.mixed_precision.global_policy().name == "mixed_float16"
+  wrap = keras.optimizers.LossScaleOptimizer if scaled else (lambda opt: opt)
   trained = None
   if cfg.method == "hydra":  # one optimizer over the stage's variables (anp.hydra)
     trained = (hydra.stage_variables(net, cfg.hydra_stage), [])
-    weight_opt, mask_opt = adam(staircase(BASE_LR, total_steps, decay)), None
+    weight_opt, mask_opt = wrap(adam(staircase(BASE_LR, total_steps, decay))), None
     weight_opt.build(trained[0])
   elif net.masks:
-    weight_opt = adam(staircase(0.1 * cfg.init_lr, total_steps, decay))
-    mask_opt = adam(staircase(cfg.init_lr, total_steps, decay))
+    weight_opt = wrap(adam(staircase(0.1 * cfg.init_lr, total_steps, decay)))
+    mask_opt = wrap(adam(staircase(cfg.init_lr, total_steps, decay)))
     mask_opt.build(net.mask_variables)
     weight_opt.build(net.weight_variables)
   else:
-    weight_opt, mask_opt = adam(staircase(BASE_LR, total_steps, decay)), None
+    weight_opt, mask_opt = wrap(adam(staircase(BASE_LR, total_steps, decay))), None
     weight_opt.build(net.weight_variables)
-  trades = cfg.method == "trades" or (cfg.method == "hydra" and cfg.hydra_objective == "trades")
   trainer = AdversarialTrainer(
       net, method=cfg.method, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,
       attack_steps=cfg.train_attack_steps, adv_weight=cfg.adv_weight, beta=cfg.beta,
@@ -62,7 +65,7 @@ def make_trainer(net, cfg, n_train, total_steps):
 
 def objective(cfg):
   """The objective object of a method (`anp.objectives`); None: the trainer's MixedCE."""
-  if cfg.method == "trades":
+  if cfg.method == "trades" or (cfg.method == "hydra" and cfg.hydra_objective == "trades"):
     return Trades(cfg.trades_beta)
   if cfg.method == "at_bnn":
     return SampledCE()
@@ -142,11 +145,13 @@ def run_train(cfg, arrays=None):
   Returns the train_log records (a list of dicts, one per completed epoch).
   """
   cfg = cfg.resolved()
+  strategy = distribute.setup(cfg)  # first: multi-worker collectives start with the program
+  distribute.check_batch_size(strategy, cfg.batch_size)
+  chief = distribute.is_chief(strategy)
   check_run_dir(cfg)
   arch = architecture(cfg.dataset)
   info = data.dataset_info(cfg.dataset)
   if cfg.seed is not None:
-    import keras
     keras.utils.set_random_seed(cfg.seed)
   x_tr, y_tr, x_te, y_te = arrays or data.load_arrays(cfg.dataset, cfg.data_dir)
   spe = cfg.steps_per_epoch or len(x_tr) // cfg.batch_size
@@ -154,47 +159,59 @@ def run_train(cfg, arrays=None):
   val_ds = data.make_dataset(x_te[:n_val], y_te[:n_val], 256, training=False,
                              preprocess=cfg.preprocess) if n_val else None
 
-  net = build_net(cfg)
-  trainer = make_trainer(net, cfg, info.n_train, spe * cfg.epochs)
-  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  with distribute.scope(strategy):  # variables, both optimizers and metrics: mirrored
+    net = build_net(cfg)
+    if distribute.replicas(strategy) > 1:
+      distribute.sync_batch_norm(net)
+    trainer = make_trainer(net, cfg, info.n_train, spe * cfg.epochs)
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
   ckpt = tf.train.Checkpoint(
       net=net, optimizer=trainer.optimizer,
       mask_optimizer=trainer.mask_optimizer or tf.train.Checkpoint(), epoch=epoch_var,
       metrics=[v.value for m in trainer.metrics for v in m.variables])
-  manager = tf.train.CheckpointManager(ckpt, cfg.model_dir, max_to_keep=2)
+  # Every worker saves (distributed variables need all of them); only the chief's is kept.
+  manager = tf.train.CheckpointManager(
+      ckpt, cfg.model_dir if chief else distribute.worker_dir(cfg.model_dir, strategy),
+      max_to_keep=2)
+  latest = manager.latest_checkpoint if chief else tf.train.latest_checkpoint(cfg.model_dir)
   log_path = os.path.join(cfg.model_dir, "train_log.jsonl")
-  if manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  if latest:
+    ckpt.restore(latest).assert_existing_objects_matched()
   epoch, step = int(epoch_var.numpy()), int(trainer.optimizer.iterations.numpy())
-  if manager.latest_checkpoint and epoch >= cfg.epochs:
+  if latest and epoch >= cfg.epochs:
     print(f"{cfg.model_dir}: already trained for {epoch} epochs; nothing to do.")
     return _log_lines(log_path, epoch)
   os.makedirs(cfg.model_dir, exist_ok=True)
-  if manager.latest_checkpoint:
-    print(f"Resuming from {manager.latest_checkpoint} (epoch {epoch + 1}, step {step}).")
+  if latest:
+    print(f"Resuming from {latest} (epoch {epoch + 1}, step {step}).")
   elif cfg.init_from:
     print(f"Initialised from {restore_net(net, cfg.init_from)}.")
     if cfg.method == "hydra":
       hydra.after_init(net, cfg)
-  for stale in ("eval.json", "eval.md"):
-    if os.path.isfile(os.path.join(cfg.model_dir, stale)):
-      os.remove(os.path.join(cfg.model_dir, stale))
-      print(f"Removed {stale}: it described the model before this training.")
   records = _log_lines(log_path, epoch)
-  with open(log_path, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in records)
-  cfg.save(run_config_path(cfg.model_dir))
+  if chief:
+    for stale in ("eval.json", "eval.md"):
+      if os.path.isfile(os.path.join(cfg.model_dir, stale)):
+        os.remove(os.path.join(cfg.model_dir, stale))
+        print(f"Removed {stale}: it described the model before this training.")
+    with open(log_path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in records)
+    cfg.save(run_config_path(cfg.model_dir))
 
   every = cfg.checkpoint_every or CHECKPOINT_EVERY[arch]
   batches = iter(data.training_batches(x_tr, y_tr, cfg.batch_size, seed=cfg.seed,
                                        start_step=step, augment=arch == "vgg",
                                        preprocess=cfg.preprocess))
-  train_step = tf.function(trainer.train_step, jit_compile=cfg.jit_compile)
-  val_step = tf.function(trainer.evaluate_batch)
-  writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "logs"))
+  train_step = distribute.train_step(strategy, trainer, cfg.jit_compile)
+  val_step = distribute.validation_step(strategy, trainer)
+  writer = tf.summary.create_file_writer(
+      os.path.join(cfg.model_dir, "logs") if chief else os.path.join(
+          distribute.worker_dir(cfg.model_dir, strategy), "logs"))
   host = machine()
+  replicas = {"replicas": distribute.replicas(strategy)} if strategy is not None else {}
   for epoch in range(epoch, cfg.epochs):
-    progress = Progress(spe, f"epoch {epoch + 1}/{cfg.epochs} step", first=step - epoch * spe)
+    progress = Progress(spe, f"epoch {epoch + 1}/{cfg.epochs} step", first=step - epoch * spe,
+                        enabled=chief)
     started, first_step = time.time(), step
     while step < (epoch + 1) * spe:
       logs = train_step(next(batches))
@@ -213,8 +230,9 @@ def run_train(cfg, arrays=None):
     for m in trainer.metrics:
       m.reset_state()
     records.append(record)
-    with open(log_path, "a") as f:  # before the checkpoint: a kill in between redoes the epoch
-      f.write(json.dumps(record) + "\n")
+    if chief:  # before the checkpoint: a kill in between redoes the epoch
+      with open(log_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
     with writer.as_default(step=epoch + 1):
       for k, v in record.items():
         if isinstance(v, float):
@@ -222,11 +240,12 @@ def run_train(cfg, arrays=None):
     epoch_var.assign(epoch + 1)
     manager.save(checkpoint_number=step)
     # Wall time is not part of the (exact) train log: a resumed epoch gets one line per part.
-    with open(os.path.join(cfg.model_dir, "timing.jsonl"), "a") as f:
-      f.write(json.dumps(dict(
-          epoch=epoch + 1, steps=step - first_step, wall_s=round(time.time() - started, 1),
-          started=datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
-          machine=host)) + "\n")
+    if chief:
+      with open(os.path.join(cfg.model_dir, "timing.jsonl"), "a") as f:
+        f.write(json.dumps(dict(
+            epoch=epoch + 1, steps=step - first_step, wall_s=round(time.time() - started, 1),
+            started=datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+            machine=host, **replicas)) + "\n")
     shown = "  ".join(f"{k} {record[k]:.4f}" for k in ("acc_clean", "acc_adv", "val_acc_clean",
                                                        "val_acc_adv") if k in record)
     print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")
@@ -236,4 +255,5 @@ def run_train(cfg, arrays=None):
     if net.masks:
       print(f"  units kept {record['n_active']} of {list(net.unit_counts)} "
             f"(sparsity {100 * record['sparsity']:.2f}%)")
+  distribute.remove_worker_dir(cfg.model_dir, strategy)
   return records

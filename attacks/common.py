@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from attacks import losses
+from attacks import losses, replica_rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,14 +177,16 @@ def random_uniform(shape, minval, maxval, dtype, seed, salt=0):
   if seed is None:
     return tf.random.uniform(shape, minval, maxval, dtype=dtype)
   pair = tf.stack([tf.cast(seed, tf.int64), tf.constant(salt, tf.int64)])
-  return tf.random.stateless_uniform(shape, pair, minval, maxval, dtype=dtype)
+  return replica_rows.per_example_draw(
+      lambda s: tf.random.stateless_uniform(s, pair, minval, maxval, dtype=dtype), shape)
 
 
 def random_normal(shape, dtype, seed, salt=0):
   if seed is None:
     return tf.random.normal(shape, dtype=dtype)
   pair = tf.stack([tf.cast(seed, tf.int64), tf.constant(salt, tf.int64)])
-  return tf.random.stateless_normal(shape, pair, dtype=dtype)
+  return replica_rows.per_example_draw(
+      lambda s: tf.random.stateless_normal(s, pair, dtype=dtype), shape)
 
 
 def predictions_correct(logits, y):

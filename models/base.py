@@ -112,7 +112,9 @@ class MaskedNet(keras.Model):
       return layer
     if not self.masked:
       return None
-    layer = BetaBernoulli(a_init=a_init, threshold=self.threshold, name=name)
+    # float32 whatever the global dtype policy: under --mixed_precision the masks' maths
+    # (Kumaraswamy sampling, KL) stays in float32 and Keras casts their inputs to float32.
+    layer = BetaBernoulli(a_init=a_init, threshold=self.threshold, name=name, dtype="float32")
     self.masks.append(layer)
     return layer
 

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from attacks import replica_rows
 from models.base import MaskedNet
 
 layers = keras.layers
@@ -78,7 +79,12 @@ class VGG(MaskedNet):
   def _after(self, layer, x, training, seed, site):
     """A block's max-pool or dropout; seeded dropout is stateless (same rate, same scaling)."""
     if isinstance(layer, layers.Dropout) and training and seed is not None:
-      return tf.nn.experimental.stateless_dropout(x, layer.rate, self._site_seed(seed, site))
+      site_seed = self._site_seed(seed, site)
+      if replica_rows.active():  # under tf.distribute: this replica's rows of the global draw
+        u = replica_rows.per_example_draw(
+            lambda s: tf.random.stateless_uniform(s, site_seed, dtype=x.dtype), tf.shape(x))
+        return x * (1.0 / (1.0 - layer.rate)) * tf.cast(u >= layer.rate, x.dtype)
+      return tf.nn.experimental.stateless_dropout(x, layer.rate, site_seed)
     return layer(x, training=training)
 
   def get_config(self):
