@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,6 +23,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
+import anp.train  # noqa: E402
+import keras  # noqa: E402
 from anp import distribute  # noqa: E402
 from anp.config import Config  # noqa: E402
 from anp.evaluate import evaluate_net  # noqa: E402
@@ -30,14 +33,24 @@ from anp.train import make_trainer  # noqa: E402
 from attacks import pgd  # noqa: E402
 
 
-def build(cfg, strategy, init=None):
-  with distribute.scope(strategy):
+def build(cfg, strategy, init=None, optimizer="adam"):
+  """The net and trainer of `cfg`; optimizer 'sgd' swaps the trainer's Adams for plain SGD."""
+  with distribute.scope(strategy), mock.patch.object(
+      anp.train, "adam", OPTIMIZERS[optimizer]):
     net = build_net(cfg)
     trainer = make_trainer(net, cfg, n_train=60000, total_steps=1000)
   if init is not None:
     for v, value in zip(net.variables, init):
       v.assign(value)
   return net, trainer
+
+
+# SGD's update is lr * gradient, so equal weights after the steps mean equal all-reduced
+# gradients. Adam's first steps move every weight by ~lr * sign(gradient): a gradient within
+# float rounding of zero (the two runs sum in different orders) may move its weight by +-lr
+# either way, so under Adam the moments, not the weights, are the well-conditioned check.
+OPTIMIZERS = {"adam": anp.train.adam,
+              "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate=learning_rate)}
 
 
 def variable_groups(net, trainer):
@@ -53,15 +66,15 @@ def max_diff(a, b):
              default=0.0)
 
 
-def compare_training(method, steps, batch, strategy):
+def compare_training(method, steps, batch, strategy, optimizer):
   cfg = Config(dataset="mnist", method=method, train_attack_steps=3).resolved()
   rng = np.random.default_rng(0)
   x = tf.constant(rng.uniform(size=(batch, 28, 28, 1)), tf.float32)
   y = tf.constant(rng.integers(0, 10, size=batch), tf.int32)
-  one_net, one = build(cfg, None)
+  one_net, one = build(cfg, None, optimizer=optimizer)
   init = [v.numpy() for v in one_net.variables]
   weights0 = [v.numpy() for v in one_net.weight_variables]
-  two_net, two = build(cfg, strategy, init)
+  two_net, two = build(cfg, strategy, init, optimizer=optimizer)
   one_step = distribute.train_step(None, one)
   two_step = distribute.train_step(strategy, two)
   logs = {"one": [], "two": []}
@@ -104,15 +117,13 @@ def main():
   parser.add_argument("--steps", type=int, default=2)
   parser.add_argument("--batch", type=int, default=16)
   args = parser.parse_args()
-  # Fixed initial weights: Adam's first steps move every weight by ~lr * sign(gradient), so a
-  # weight whose gradient is within float rounding of zero (~1e-9) may move by +-lr on either
-  # side and the comparison would depend on the draw. Seeded, the check is the same every run.
-  import keras
   keras.utils.set_random_seed(0)
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   result = dict(replicas=strategy.num_replicas_in_sync,
-                train={m: compare_training(m, args.steps, args.batch, strategy)
-                       for m in args.methods.split(",")},
+                # Adam: one step (a +-lr weight flip in step 1 changes step 2's gradients).
+                train={f"{m}/{o}": compare_training(m, args.steps if o == "sgd" else 1,
+                                                    args.batch, strategy, o)
+                       for m in args.methods.split(",") for o in OPTIMIZERS},
                 eval=compare_eval(strategy))
   print("RESULT " + json.dumps(result))
 

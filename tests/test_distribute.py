@@ -44,16 +44,22 @@ class TwoReplicasTest(tf.test.TestCase):
     line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
     self.assertEqual(result["replicas"], 2)
-    for method, r in result["train"].items():
-      # The step moved the weights by ~2e-3; the two runs agree to float rounding.
-      self.assertGreater(r["weights_moved"], 1e-4, method)
-      self.assertLess(r["max_abs_diff"]["weights"], 1e-5, method)
-      self.assertLess(r["max_abs_diff"]["masks"], 1e-5, method)
-      # Adam's moments are sensitive to the gradient scale: a loss or KL / N counted once per
-      # replica (or not divided by the replicas) would double them.
-      self.assertLess(r["max_abs_diff"]["optimizer"], 1e-6, method)
-      self.assertLess(r["max_abs_diff"].get("mask_optimizer", 0.0), 1e-6, method)
-      self.assertEqual(method == "anp_vs", "mask_optimizer" in r["max_abs_diff"])
+    self.assertEqual(sorted(result["train"]), ["anp_vs/adam", "anp_vs/sgd", "at/adam", "at/sgd"])
+    for key, r in result["train"].items():
+      method, optimizer = key.split("/")
+      self.assertGreater(r["weights_moved"], 1e-4, key)
+      if optimizer == "sgd":
+        # Updates are lr * gradient: equal weights are equal all-reduced gradients (a loss or
+        # KL / N counted once per replica, or not divided by the replicas, would double them).
+        self.assertLess(r["max_abs_diff"]["weights"], 1e-6, key)
+        self.assertLess(r["max_abs_diff"]["masks"], 1e-6, key)
+      else:
+        # Adam's moments are linear / quadratic in the gradients; its weights move by ~lr *
+        # sign(gradient), so a gradient within rounding of zero may go +-lr (1e-3) either way.
+        self.assertLess(r["max_abs_diff"]["optimizer"], 1e-6, key)
+        self.assertLess(r["max_abs_diff"].get("mask_optimizer", 0.0), 1e-6, key)
+        self.assertLessEqual(r["max_abs_diff"]["weights"], 2 * 2e-3, key)
+      self.assertEqual(method == "anp_vs", "mask_optimizer" in r["max_abs_diff"], key)
       for one, two in zip(r["logs"]["one"], r["logs"]["two"]):
         self.assertEqual(sorted(one), sorted(two))
         for k in one:
