@@ -1,0 +1,77 @@
+"""Robustness-aware ADMM pruning maths (Ye et al., "Adversarial Robustness vs. Model
+Compression, or Both?", ICCV 2019, arXiv 1903.12561).
+
+Scaled-form ADMM for min f_adv(W) s.t. card(W_l) <= k_l, per prunable kernel W_l:
+  W-step: adversarial training on f_adv(W) + rho/2 * sum_l ||W_l - Z_l + U_l||_F^2
+  Z-step: Z_l <- project(W_l + U_l, keep)    (exact per-layer top-k by magnitude)
+  U-step: U_l <- U_l + W_l - Z_l
+with rho multiplied by `rho_growth` (1.3) just before every Z/U update, from rho0 = 1e-3.
+
+Status: maths only (projection, state, penalty, update). The trainer hook
+(`--method=admm`) is NOT wired yet.
+"""
+import tensorflow as tf
+
+
+def project(w, keep):
+  """Keeps the `keep` largest-|w| entries of `w` (any shape), zeros the rest.
+
+  Args:
+    w: tensor of any shape, n entries.
+    keep: int in [0, n].
+  Returns: tensor shaped like `w`, exactly `keep` entries taken from `w` (ties broken by
+    index order of tf.math.top_k).
+  """
+  flat = tf.reshape(w, [-1])
+  n = flat.shape[0]
+  if not 0 <= keep <= n:
+    raise ValueError(f"Expected 0 <= keep <= {n}. Received: keep={keep}")
+  if keep == 0:
+    return tf.zeros_like(w)
+  _, idx = tf.math.top_k(tf.abs(flat), k=keep)
+  mask = tf.scatter_nd(idx[:, None], tf.ones([keep], flat.dtype), [n])
+  return tf.reshape(flat * mask, tf.shape(w))
+
+
+def keep_count(n, prune_ratio):
+  """Number of entries kept out of `n` at `prune_ratio` in [0, 1)."""
+  if not 0.0 <= prune_ratio < 1.0:
+    raise ValueError(f"Expected 0 <= prune_ratio < 1. Received: prune_ratio={prune_ratio}")
+  return max(1, int(round(n * (1.0 - prune_ratio))))
+
+
+class ADMMState(tf.Module):
+  """Non-trainable Z, U per kernel and a scalar rho (all tf.Variables, so checkpointable).
+
+  Args:
+    kernels: list of kernel tf.Variables W_l (Conv2D (kh, kw, C_in, C_out), Dense (in, out)).
+    prune_ratio: fraction of each kernel to prune (per layer).
+    rho: initial rho (paper code: 1e-3).
+    rho_growth: factor applied to rho at every update (paper code: 1.3).
+  """
+
+  def __init__(self, kernels, prune_ratio, rho=1e-3, rho_growth=1.3):
+    super().__init__(name="admm")
+    self.kernels = list(kernels)
+    self.keeps = [keep_count(int(tf.size(w)), prune_ratio) for w in self.kernels]
+    self.rho_growth = rho_growth
+    self.rho = tf.Variable(rho, trainable=False, dtype=tf.float32, name="rho")
+    self.z = [tf.Variable(project(w, k), trainable=False, name="z")
+              for w, k in zip(self.kernels, self.keeps)]
+    self.u = [tf.Variable(tf.zeros_like(w), trainable=False, name="u") for w in self.kernels]
+
+  def penalty(self):
+    """rho/2 * sum_l ||W_l - Z_l + U_l||_F^2 (scalar); gradient flows to the kernels only."""
+    return 0.5 * self.rho * tf.add_n(
+        [tf.reduce_sum(tf.square(w - z + u)) for w, z, u in zip(self.kernels, self.z, self.u)])
+
+  def update(self):
+    """rho <- growth * rho; Z <- project(W + U); U <- U + W - Z."""
+    self.rho.assign(self.rho * self.rho_growth)
+    for w, z, u, k in zip(self.kernels, self.z, self.u, self.keeps):
+      z.assign(project(w + u, k))
+      u.assign(u + w - z)
+
+  def gaps(self):
+    """Per-layer ||W - Z||_F / ||W||_F (should shrink toward 0 during the ADMM stage)."""
+    return [float(tf.norm(w - z) / (tf.norm(w) + 1e-12)) for w, z in zip(self.kernels, self.z)]
