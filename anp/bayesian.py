@@ -79,6 +79,19 @@ class _Gaussian:
     config.update(prior_sigma=self.prior_sigma, init_sigma=self.init_sigma)
     return config
 
+  def build(self, input_shape):
+    super().build(input_shape)
+    self._add_log_sigmas()
+
+  def _finish(self, out, bias):
+    """The layer's output from its sampled linear map: + bias, then the activation."""
+    if bias is not None:
+      out = out + bias
+    return self.activation(out) if self.activation is not None else out
+
+  def get_config(self):
+    return self._gaussian_config(super().get_config())
+
 
 @keras.saving.register_keras_serializable(package="anp")
 class BayesConv2D(_Gaussian, keras.layers.Conv2D):
@@ -91,19 +104,9 @@ class BayesConv2D(_Gaussian, keras.layers.Conv2D):
     super().__init__(filters, kernel_size, **kwargs)
     self._check(prior_sigma, init_sigma)
 
-  def build(self, input_shape):
-    super().build(input_shape)
-    self._add_log_sigmas()
-
   def call(self, inputs, seed=None):
     kernel, bias = self.sample_weights(seed)
-    out = self.convolution_op(inputs, kernel)
-    if bias is not None:
-      out = out + bias
-    return self.activation(out) if self.activation is not None else out
-
-  def get_config(self):
-    return self._gaussian_config(super().get_config())
+    return self._finish(self.convolution_op(inputs, kernel), bias)
 
 
 @keras.saving.register_keras_serializable(package="anp")
@@ -117,16 +120,6 @@ class BayesDense(_Gaussian, keras.layers.Dense):
     super().__init__(units, **kwargs)
     self._check(prior_sigma, init_sigma)
 
-  def build(self, input_shape):
-    super().build(input_shape)
-    self._add_log_sigmas()
-
   def call(self, inputs, seed=None):
     kernel, bias = self.sample_weights(seed)
-    out = tf.matmul(inputs, kernel)
-    if bias is not None:
-      out = out + bias
-    return self.activation(out) if self.activation is not None else out
-
-  def get_config(self):
-    return self._gaussian_config(super().get_config())
+    return self._finish(tf.matmul(inputs, kernel), bias)
