@@ -140,9 +140,13 @@ flags.DEFINE_boolean("sanity_checks", False,
 # Devices: --mode=train and --mode=eval.
 flags.DEFINE_enum("strategy", "default", STRATEGIES,
                   "tf.distribute strategy. default: one device, no strategy; mirrored: all "
-                  "GPUs of this machine (MirroredStrategy); multi_worker: the machines of "
-                  "TF_CONFIG (MultiWorkerMirroredStrategy); tpu: TPUStrategy. --batch_size is "
-                  "the global batch, split across replicas.")
+                  "GPUs of this machine (MirroredStrategy); cpu_split: this CPU as "
+                  "--cpu_replicas logical devices, one thread per op each (faster LeNet on a "
+                  "few cores); multi_worker: the machines of TF_CONFIG "
+                  "(MultiWorkerMirroredStrategy); tpu: TPUStrategy. --batch_size is the "
+                  "global batch, split across replicas.")
+flags.DEFINE_integer("cpu_replicas", 2, "Replicas of --strategy=cpu_split (logical CPU devices).",
+                     lower_bound=1)
 flags.DEFINE_boolean("mixed_precision", False,
                      "Keras mixed precision: mixed_float16 with a GPU (loss scaling on), "
                      "mixed_bfloat16 on CPU/TPU; masks, losses and optimizers stay float32.")

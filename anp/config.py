@@ -14,7 +14,7 @@ HYDRA_STAGES = ("prune", "finetune")
 HYDRA_SCORES = ("learned", "magnitude")
 HYDRA_GRANULARITIES = ("weight", "channel")
 HYDRA_OBJECTIVES = ("trades", "at")
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+STRATEGIES = ("default", "mirrored", "cpu_split", "multi_worker", "tpu")
 
 # Per-dataset defaults of the original README (divyam3897/ANP_VS) and paper. val_examples is
 # ours: PGD validation after each epoch costs ~5 s per 1000 LeNet examples but ~65 s per 1000
@@ -91,6 +91,7 @@ class Config:
   sap_frac: float = 1.0
   # Devices (anp.distribute): not part of a run's identity, so a run may resume on others.
   strategy: str = "default"
+  cpu_replicas: int = 2
   mixed_precision: bool = False
   deterministic_ops: bool = False
   export_dir: str | None = None
@@ -132,6 +133,7 @@ class Config:
     need(self.defense in DEFENSES, "defense", "one of " + ", ".join(DEFENSES), self.defense)
     need(self.strategy in STRATEGIES, "strategy", "one of " + ", ".join(STRATEGIES),
          self.strategy)
+    need(self.cpu_replicas >= 1, "cpu_replicas", "an integer >= 1", self.cpu_replicas)
     need(not (self.jit_compile and self.strategy != "default"), "jit_compile",
          "--strategy=default (XLA compiles the one-device step; under a strategy the "
          "optimizers' all-reduce is outside it)", f"--strategy={self.strategy}")

@@ -3,6 +3,8 @@ devices or machines with TensorFlow's own `tf.distribute`.
 
   default       no strategy object: today's one-device code path, unchanged.
   mirrored      tf.distribute.MirroredStrategy: every GPU of this machine (or its CPU).
+  cpu_split     MirroredStrategy over --cpu_replicas logical devices of this CPU, each op on
+                one thread and the replicas' ops side by side (`cpu_split_strategy`).
   multi_worker  tf.distribute.MultiWorkerMirroredStrategy: the cluster of TF_CONFIG.
   tpu           tf.distribute.TPUStrategy; a clear error where no TPU is found.
 
@@ -32,13 +34,36 @@ def _first_line(error):
   return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def make_strategy(name):
+def cpu_split_strategy(replicas):
+  """MirroredStrategy over `replicas` logical devices of the CPU, one thread per op.
+
+  The small convolutions and elementwise ops of a LeNet step use two cores poorly inside one
+  op; run single-threaded, the replicas' halves of the batch go through the graph side by
+  side instead (`bench/train_step.py --strategy=cpu_split`). Must run before TF's runtime
+  starts (logical devices and thread pools are fixed then); a clear error otherwise.
+  """
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(replicas)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)])
+  except RuntimeError as e:
+    raise UserError("Flag --strategy=cpu_split: expected to configure the CPU before "
+                    f"TensorFlow starts. Received: {_first_line(e)}") from None
+  return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
+
+
+def make_strategy(name, cpu_replicas=2):
   """The tf.distribute strategy of --strategy, None for 'default'. Call it before any other
-  TF work: MultiWorkerMirroredStrategy configures collective ops at program start-up."""
+  TF work: MultiWorkerMirroredStrategy configures collective ops at program start-up, and
+  cpu_split the CPU's logical devices."""
   if name == "default":
     return None
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
+  if name == "cpu_split":
+    return cpu_split_strategy(cpu_replicas)
   if name == "multi_worker":
     if not os.environ.get("TF_CONFIG"):
       raise UserError("Flag --strategy=multi_worker: expected the cluster in the TF_CONFIG "
@@ -59,7 +84,7 @@ def make_strategy(name):
 
 def setup(cfg):
   """Applies --deterministic_ops and --mixed_precision and returns --strategy's strategy."""
-  strategy = make_strategy(cfg.strategy)
+  strategy = make_strategy(cfg.strategy, cfg.cpu_replicas)
   if cfg.deterministic_ops:
     tf.config.experimental.enable_op_determinism()
   if cfg.mixed_precision:

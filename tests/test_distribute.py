@@ -3,9 +3,11 @@ on localhost, mixed precision, the flags' errors."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import unittest
 
 import keras
@@ -234,3 +236,78 @@ class MultiWorkerTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+CPU_SPLIT_TRAIN = ["--mode=train", "--dataset=mnist", "--method=anp_vs", "--epochs=2",
+                   "--steps_per_epoch=40", "--train_attack_steps=2", "--val_examples=64",
+                   "--checkpoint_every=5", f"--data_dir={SHARED_DATA}"]
+
+
+def _command(run, *extra):
+  return [sys.executable, os.path.join(REPO, "main.py"), *CPU_SPLIT_TRAIN, f"--model_dir={run}",
+          *extra]
+
+
+def _train(run, *extra):
+  out = subprocess.run(_command(run, *extra), capture_output=True, text=True, timeout=600,
+                       cwd=REPO, env=_environment())
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+def _checkpoint(run):
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(run))
+  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+          if not k.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+
+
+def _log(run, name="train_log.jsonl"):
+  with open(os.path.join(run, name)) as f:
+    return [json.loads(line) for line in f]
+
+
+@needs_data
+class CpuSplitTest(tf.test.TestCase):
+  """--strategy=cpu_split: the CPU as two single-threaded logical devices (a speed option)."""
+
+  def test_kill_9_then_resume_equals_one_run_and_step_one_equals_one_device(self):
+    tmp = self.get_temp_dir()
+    whole, killed = os.path.join(tmp, "whole"), os.path.join(tmp, "killed")
+    _train(whole, "--strategy=cpu_split")
+    proc = subprocess.Popen(_command(killed, "--strategy=cpu_split"), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_environment())
+    marker, deadline = os.path.join(killed, "ckpt-45.index"), time.time() + 300
+    while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
+    self.assertIsNone(proc.poll(), "the run ended before it could be killed mid-epoch")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    self.assertIn("Resuming", _train(killed, "--strategy=cpu_split").stdout)
+    a, b = _checkpoint(whole), _checkpoint(killed)
+    self.assertEqual(sorted(a), sorted(b))
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # The epoch's running means: equal up to rounding (each replica keeps its own metric
+    # totals, and a restore hands each replica its share of the saved sum).
+    for x, y in zip(_log(whole), _log(killed), strict=True):
+      self.assertEqual(sorted(x), sorted(y))
+      for key in ("epoch", "step", "n_active"):
+        self.assertEqual(x[key], y[key])
+      self.assertAllClose({k: v for k, v in x.items() if isinstance(v, float)},
+                          {k: v for k, v in y.items() if isinstance(v, float)}, rtol=1e-6)
+    self.assertEqual({r["replicas"] for r in _log(whole, "timing.jsonl")}, {2})
+    # One step from the same weights: the loss is the one-device loss up to float rounding.
+    one, split = os.path.join(tmp, "one"), os.path.join(tmp, "split")
+    _train(one, "--epochs=1", "--steps_per_epoch=1")
+    _train(split, "--epochs=1", "--steps_per_epoch=1", "--strategy=cpu_split")
+    self.assertAllClose(_log(one)[0]["loss"], _log(split)[0]["loss"], rtol=1e-5)
+    self.assertNotEqual(_log(one)[0]["loss"], _log(whole)[1]["loss"])  # training moved it
+
+  def test_after_tensorflow_started_it_is_a_one_line_error(self):
+    float(tf.constant(1.0) + 1.0)  # the runtime is up: its devices and thread pools are fixed
+    with self.assertRaisesRegex(UserError, r"--strategy=cpu_split: expected to configure the "
+                                r"CPU before TensorFlow starts"):
+      distribute.make_strategy("cpu_split", 2)
+    with self.assertRaisesRegex(UserError, r"--cpu_replicas: expected an integer >= 1"):
+      Config(strategy="cpu_split", cpu_replicas=0).resolved()
