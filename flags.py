@@ -106,8 +106,15 @@ flags.DEFINE_enum("hydra_objective", "trades", HYDRA_OBJECTIVES,
                   "--trades_beta) or at (PGD-AT as --method=at, --adv_weight); use the "
                   "pretrained run's.")
 flags.DEFINE_float("prune_ratio", 0.9,
-                   "HYDRA: fraction of each layer's weights (or units) removed, in [0, 1); "
-                   "HYDRA's own k is the fraction kept, 1 - prune_ratio.", lower_bound=0)
+                   "HYDRA and ADMM: fraction of each layer's weights (or units) removed, in "
+                   "[0, 1); HYDRA's own k is the fraction kept, 1 - prune_ratio.", lower_bound=0)
+
+# ADMM (--method=admm): adversarial training pulled towards per-layer top-k sparse kernels;
+# then hard prune + masked retrain = --method=hydra --hydra_stage=finetune
+# --hydra_scores=magnitude --init_from=<the admm run>.
+flags.DEFINE_float("admm_rho", 1e-3, "ADMM: initial penalty rho, x1.3 at every Z/U update (> 0).")
+flags.DEFINE_integer("admm_every", None, "ADMM: epochs between Z/U updates (default 4 MNIST, "
+                     "20 CIFAR).", lower_bound=1)
 
 # Attacks.
 flags.DEFINE_float("eps", None, "L-inf radius (default per dataset: 0.3 MNIST, 0.03 CIFAR).",

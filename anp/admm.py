@@ -7,8 +7,12 @@ Scaled-form ADMM for min f_adv(W) s.t. card(W_l) <= k_l, per prunable kernel W_l
   U-step: U_l <- U_l + W_l - Z_l
 with rho multiplied by `rho_growth` (1.3) just before every Z/U update, from rho0 = 1e-3.
 
-Status: maths only (projection, state, penalty, update). The trainer hook
-(`--method=admm`) is NOT wired yet.
+`--method=admm` is the ADMM stage: the adversarial loss of `--method=at` (PGD-CE, mixed with
+the clean CE by --adv_weight, no vulnerability term) plus `ADMMState.penalty` on every conv and
+dense kernel, Z and U updated every --admm_every epochs (`end_of_epoch`), the state kept in
+the run's checkpoints. Its hard pruning and masked retraining is HYDRA's finetune stage with
+magnitude scores (`--method=hydra --hydra_stage=finetune --hydra_scores=magnitude
+--init_from=<admm run>`, same --prune_ratio): per-layer top-k of |W| = the Z projection.
 """
 import tensorflow as tf
 
@@ -40,8 +44,8 @@ def keep_count(n, prune_ratio):
   return max(1, int(round(n * (1.0 - prune_ratio))))
 
 
-class ADMMState(tf.Module):
-  """Non-trainable Z, U per kernel and a scalar rho (all tf.Variables, so checkpointable).
+class ADMMState:
+  """Non-trainable Z, U per kernel and a scalar rho (tf.Variables; `checkpoint()` saves them).
 
   Args:
     kernels: list of kernel tf.Variables W_l (Conv2D (kh, kw, C_in, C_out), Dense (in, out)).
@@ -51,7 +55,6 @@ class ADMMState(tf.Module):
   """
 
   def __init__(self, kernels, prune_ratio, rho=1e-3, rho_growth=1.3):
-    super().__init__(name="admm")
     self.kernels = list(kernels)
     self.keeps = [keep_count(int(tf.size(w)), prune_ratio) for w in self.kernels]
     self.rho_growth = rho_growth
@@ -59,6 +62,16 @@ class ADMMState(tf.Module):
     self.z = [tf.Variable(project(w, k), trainable=False, name="z")
               for w, k in zip(self.kernels, self.keeps)]
     self.u = [tf.Variable(tf.zeros_like(w), trainable=False, name="u") for w in self.kernels]
+
+  def checkpoint(self):
+    """rho, Z and U as a checkpointable object (the kernels are saved with the network)."""
+    return tf.train.Checkpoint(rho=self.rho, z=self.z, u=self.u)
+
+  def reset(self):
+    """Z <- project(W), U <- 0: the start of ADMM from the current (e.g. pretrained) W."""
+    for w, z, u, k in zip(self.kernels, self.z, self.u, self.keeps):
+      z.assign(project(w, k))
+      u.assign(tf.zeros_like(u))
 
   def penalty(self):
     """rho/2 * sum_l ||W_l - Z_l + U_l||_F^2 (scalar); gradient flows to the kernels only."""
@@ -75,3 +88,19 @@ class ADMMState(tf.Module):
   def gaps(self):
     """Per-layer ||W - Z||_F / ||W||_F (should shrink toward 0 during the ADMM stage)."""
     return [float(tf.norm(w - z) / (tf.norm(w) + 1e-12)) for w, z in zip(self.kernels, self.z)]
+
+
+def kernels(net):
+  """The kernels ADMM prunes: every conv and dense layer's (HYDRA's Subnet layers' too)."""
+  return [layer.kernel for layer in net._flatten_layers(include_self=False, recursive=True)
+          if hasattr(layer, "kernel") and layer.kernel.shape.rank in (2, 4)]
+
+
+def end_of_epoch(state, epoch, every):
+  """The train log's ADMM entries of epoch `epoch` (1-based): rho and the per-layer residual
+  ||W - Z|| / ||W|| before this epoch's update; Z and U are updated when `epoch` is a
+  multiple of `every`."""
+  record = dict(admm_rho=float(state.rho.numpy()), admm_residual=state.gaps())
+  if epoch % every == 0:
+    state.update()
+  return record

@@ -6,7 +6,7 @@ import os
 
 from anp.errors import UserError
 
-METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs", "at_bnn", "hydra")
+METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs", "at_bnn", "hydra", "admm")
 PREPROCESS = ("pixel", "original")
 BIAS_INITS = ("glorot", "zeros")
 DEFENSES = ("none", "sap")
@@ -21,14 +21,14 @@ STRATEGIES = ("default", "mirrored", "cpu_split", "multi_worker", "tpu")
 # VGG-16 examples on 2 cores, so CIFAR validates on 200.
 DATASET_DEFAULTS = {
     "mnist": dict(eps=0.3, step_size=0.01, train_attack_steps=20, beta=4.0, lambda_vs=1e-3,
-                  val_examples=1000),
+                  val_examples=1000, admm_every=4),
     "fashion_mnist": dict(eps=0.3, step_size=0.01, train_attack_steps=20, beta=4.0,
-                          lambda_vs=1e-3, val_examples=1000),
+                          lambda_vs=1e-3, val_examples=1000, admm_every=4),
     "cifar10": dict(eps=0.03, step_size=0.007, train_attack_steps=10, beta=2.0,
-                    lambda_vs=1e-4, val_examples=200),
+                    lambda_vs=1e-4, val_examples=200, admm_every=20),
     # lambda 0.1 for CIFAR-100: the original README's command (an authors' later commit).
     "cifar100": dict(eps=0.03, step_size=0.007, train_attack_steps=10, beta=1.0,
-                     lambda_vs=0.1, val_examples=200),
+                     lambda_vs=0.1, val_examples=200, admm_every=20),
 }
 
 # Adv-BNN (--method=at_bnn): prior N(0, sigma_0^2) and initial posterior sigma of every weight
@@ -87,6 +87,9 @@ class Config:
   hydra_granularity: str = "weight"
   hydra_objective: str = "trades"
   prune_ratio: float = 0.9
+  # ADMM (--method=admm; anp/admm.py): initial rho and epochs between Z/U updates.
+  admm_rho: float = 1e-3
+  admm_every: int | None = None
   defense: str = "none"
   sap_frac: float = 1.0
   # Devices (anp.distribute): not part of a run's identity, so a run may resume on others.
@@ -149,6 +152,9 @@ class Config:
       need(not (self.hydra_scores == "magnitude" and self.hydra_stage == "prune"),
            "hydra_scores", "'learned' with --hydra_stage=prune (magnitude scores are never "
            "trained: LWM is --hydra_stage=finetune --hydra_scores=magnitude)", self.hydra_scores)
+    need(self.admm_rho > 0, "admm_rho", "a number > 0", self.admm_rho)
+    need(self.admm_every is None or self.admm_every >= 1, "admm_every", "an integer >= 1",
+         self.admm_every)
     need(self.eps is None or self.eps >= 0, "eps", "a number >= 0", self.eps)
     need(self.step_size is None or self.step_size > 0, "step_size", "a number > 0",
          self.step_size)
@@ -179,7 +185,7 @@ class Config:
 
   @property
   def adversarial(self):
-    return self.method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra")
+    return self.method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm")
 
   @property
   def masked(self):
@@ -216,6 +222,7 @@ RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from",
 # directories of the other methods resume exactly as before).
 HYDRA_RUN_KEYS = ("hydra_stage", "hydra_scores", "hydra_granularity", "hydra_objective",
                   "prune_ratio")
+ADMM_RUN_KEYS = ("prune_ratio", "admm_rho", "admm_every")
 
 CONFIG_FILE = "config.json"
 

@@ -94,7 +94,7 @@ def init_scores(net):
       mask.scores.assign(_scaled(magnitude, int(np.prod([kernel.shape[a] for a in other]))))
 
 
-def _init_run_config(path):
+def init_run_config(path):
   """The Config of --init_from when it is (or lies in) one of our run directories, else None."""
   folder = path if os.path.isdir(path) else os.path.dirname(path)
   cfg_path = run_config_path(folder)
@@ -112,9 +112,14 @@ def check_init_from(cfg, prefix):
                     f"--hydra_stage={cfg.hydra_stage}: expected a pretrained run "
                     "(--method=at or trades) to prune, or a prune-stage run to finetune. "
                     "Received: none")
+  if cfg.hydra_stage == "finetune" and cfg.hydra_scores == "magnitude":
+    source = init_run_config(cfg.init_from)
+    if source is not None and source.method == "admm" and source.prune_ratio != cfg.prune_ratio:
+      raise UserError("Flag --prune_ratio: expected the ADMM run's value, "
+                      f"{source.prune_ratio!r}. Received: {cfg.prune_ratio!r}")
   if cfg.hydra_stage != "finetune" or cfg.hydra_scores != "learned":
     return
-  source = _init_run_config(cfg.init_from)
+  source = init_run_config(cfg.init_from)
   has_scores = any(name.endswith("scores/.ATTRIBUTES/VARIABLE_VALUE")
                    for name, _ in tf.train.list_variables(prefix))
   if not has_scores or (source is not None and source.method != "hydra"):

@@ -47,6 +47,7 @@ class AdversarialTrainer(keras.Model):
   anp_vs      x        x      x        x
   at_bnn            x (only)          Bayesian weights (Adv-BNN, `SampledCE`)
   hydra       x    PGD CE / KL         (HYDRA's scores / weights by stage: `trained_variables`)
+  admm        x        x               ADMM's penalty (`regularizer`, anp.admm)
 
   Weights minimise
     D + beta KL / N + wd L2 + lambda V(x, x_adv)
@@ -55,7 +56,8 @@ class AdversarialTrainer(keras.Model):
   alone without adversarial examples, CE(x_adv) for Adv-BNN, whose KL is that of its Bayesian
   layers (weight decay skips their log-sigmas). The mask parameters minimise, with
   their own optimizer, CE(x_adv) + beta KL / N (CE(x) for bp), as in the original code.
-  x_adv is made by L-inf PGD on the network in inference mode, outside the tape.
+  `regularizer` (a function () -> scalar, e.g. ADMM's rho/2 ||W - Z + U||^2) is added to the
+  weights' loss. x_adv is made by L-inf PGD on the network in inference mode, outside the tape.
   The clean and adversarial passes each draw their own per-example masks, and their
   latent features also give V (the original runs two more passes for V).
 
@@ -67,11 +69,11 @@ class AdversarialTrainer(keras.Model):
   def __init__(self, net, *, method, n_train, eps=0.3, step_size=0.01, attack_steps=20,
                adv_weight=2.0, beta=1.0, lambda_vs=0.0, weight_decay=1e-4,
                clip_min=0.0, clip_max=1.0, mask_optimizer=None, seed=None, compact_attack=True,
-               objective=None, trained_variables=None, **kwargs):
+               objective=None, trained_variables=None, regularizer=None, **kwargs):
     super().__init__(**kwargs)
     self.net = net
     self.method = method
-    self.adversarial = method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra")
+    self.adversarial = method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm")
     self.use_vs = method in ("at", "anp_vs") and lambda_vs > 0
     if method in ("bp", "anp", "anp_vs") and not net.masks:
       raise ValueError(f"Method {method!r} needs a network built with masked=True.")
@@ -88,6 +90,7 @@ class AdversarialTrainer(keras.Model):
     # (weight optimizer's, mask optimizer's) variables: by default the weights and the
     # beta-Bernoulli mask parameters; a HYDRA stage trains its own set with one optimizer.
     self.trained_variables = trained_variables
+    self.regularizer = regularizer
     names = ["loss", "ce_clean", "acc_clean"]
     if self.adversarial:
       names += ["ce_adv", "acc_adv", "vulnerability", *self.objective.extra_metrics]
@@ -161,6 +164,8 @@ class AdversarialTrainer(keras.Model):
       loss = data_loss + kl_term + self.weight_decay * losses.l2_penalty(decayed)
       if self.use_vs:
         loss += self.lambda_vs * vul
+      if self.regularizer is not None:
+        loss += self.regularizer()
       mask_loss = mask_data_loss + kl_term
       # What this replica differentiates (the losses themselves on one device).
       weight_objective = _replica_loss(loss, self.optimizer)

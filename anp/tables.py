@@ -7,14 +7,14 @@ the original code's formulas of `anp.efficiency`). Used by `anp.evaluate` and `a
 
 import os
 
-from anp import efficiency
+from anp import efficiency, hydra
 
 TABLE_COLUMNS = ("Model", "Clean Acc.", "White Box Adversarial acc.",
                  "Black Box Adversarial acc.", "White Box Vulnerability",
                  "Black Box Vulnerability", "Memory", "Flops", "Sparsity")
 METHOD_NAMES = {"standard": "Standard", "at": "AT", "trades": "TRADES", "bp": "BP",
                 "anp": "ANP", "anp_vs": "ANP-VS", "at_bnn": "Adv-BNN",
-                "hydra": "HYDRA"}
+                "hydra": "HYDRA", "admm": "ADMM (before hard pruning)"}
 
 
 def model_name(result):
@@ -46,14 +46,19 @@ def hydra_settings(cfg):
   """What a HYDRA row's name needs from its run config (None for other methods)."""
   if cfg.method != "hydra":
     return None
+  source = hydra.init_run_config(cfg.init_from) if cfg.init_from else None
   return dict(stage=cfg.hydra_stage, scores=cfg.hydra_scores,
               granularity=cfg.hydra_granularity, objective=cfg.hydra_objective,
-              prune_ratio=cfg.prune_ratio)
+              prune_ratio=cfg.prune_ratio,
+              after_admm=bool(source and source.method == "admm"))
 
 
 def hydra_name(settings):
-  """'HYDRA' or 'LWM' (magnitude scores), e.g. 'HYDRA 90% channels (prune stage)'."""
+  """'HYDRA', 'LWM' (magnitude scores) or 'ADMM' (magnitude scores after an ADMM run), e.g.
+  'HYDRA 90% channels (prune stage)'."""
   name = "LWM" if settings["scores"] == "magnitude" else "HYDRA"
+  if settings.get("after_admm"):
+    name = "ADMM"
   name += f" {100 * settings['prune_ratio']:g}%"
   if settings["granularity"] == "channel":
     name += " channels"

@@ -16,8 +16,8 @@ import time
 import keras
 import tensorflow as tf
 
-from anp import data, distribute, hydra
-from anp.config import HYDRA_RUN_KEYS, RUN_KEYS, Config, run_config_path
+from anp import admm, data, distribute, hydra
+from anp.config import ADMM_RUN_KEYS, HYDRA_RUN_KEYS, RUN_KEYS, Config, run_config_path
 from anp.progress import Progress
 from anp.model import AdversarialTrainer, adam, staircase
 from anp.objectives import SampledCE, Trades
@@ -53,12 +53,17 @@ def make_trainer(net, cfg, n_train, total_steps):
   else:
     weight_opt, mask_opt = wrap(adam(staircase(BASE_LR, total_steps, decay))), None
     weight_opt.build(net.weight_variables)
+  # ADMM's Z, U and rho (anp.admm): variables of the trainer, checkpointed with the run.
+  admm_state = (admm.ADMMState(admm.kernels(net), cfg.prune_ratio, cfg.admm_rho)
+                if cfg.method == "admm" else None)
   trainer = AdversarialTrainer(
       net, method=cfg.method, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,
       attack_steps=cfg.train_attack_steps, adv_weight=cfg.adv_weight, beta=cfg.beta,
       lambda_vs=cfg.lambda_vs, weight_decay=cfg.weight_decay, mask_optimizer=mask_opt,
       seed=cfg.seed, compact_attack=cfg.compact_attack,
-      objective=objective(cfg), trained_variables=trained)
+      objective=objective(cfg), trained_variables=trained,
+      regularizer=admm_state and admm_state.penalty)
+  trainer.admm = admm_state
   trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
   return trainer
 
@@ -87,7 +92,7 @@ def check_run_dir(cfg):
   if not os.path.isfile(cfg_path):
     return
   saved = Config.load(cfg_path).resolved()
-  keys = RUN_KEYS + (HYDRA_RUN_KEYS if cfg.method == "hydra" else ())
+  keys = RUN_KEYS + {"hydra": HYDRA_RUN_KEYS, "admm": ADMM_RUN_KEYS}.get(cfg.method, ())
   differ = [k for k in keys if getattr(saved, k) != getattr(cfg, k)]
   if differ:
     was = " ".join(f"--{k}={getattr(saved, k)}" for k in differ)
@@ -168,7 +173,8 @@ def run_train(cfg, arrays=None):
   ckpt = tf.train.Checkpoint(
       net=net, optimizer=trainer.optimizer,
       mask_optimizer=trainer.mask_optimizer or tf.train.Checkpoint(), epoch=epoch_var,
-      metrics=[v.value for m in trainer.metrics for v in m.variables])
+      metrics=[v.value for m in trainer.metrics for v in m.variables],
+      **({"admm": trainer.admm.checkpoint()} if trainer.admm else {}))
   # Every worker saves (distributed variables need all of them); only the chief's is kept.
   manager = tf.train.CheckpointManager(
       ckpt, cfg.model_dir if chief else distribute.worker_dir(cfg.model_dir, strategy),
@@ -188,6 +194,8 @@ def run_train(cfg, arrays=None):
     print(f"Initialised from {restore_net(net, cfg.init_from)}.")
     if cfg.method == "hydra":
       hydra.after_init(net, cfg)
+  if trainer.admm and not latest:
+    trainer.admm.reset()  # Z from the starting weights
   records = _log_lines(log_path, epoch)
   if chief:
     for stale in ("eval.json", "eval.md"):
@@ -227,6 +235,8 @@ def run_train(cfg, arrays=None):
     weights = hydra.weight_efficiency(net) if cfg.method == "hydra" else None
     if weights:
       record["weight_sparsity"] = weights["sparsity"]
+    if trainer.admm:  # before the log and the checkpoint, as the rest of the epoch
+      record.update(admm.end_of_epoch(trainer.admm, epoch + 1, cfg.admm_every))
     for m in trainer.metrics:
       m.reset_state()
     records.append(record)
