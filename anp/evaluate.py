@@ -25,7 +25,6 @@ import os
 import sys
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from anp import data, distribute, hydra
@@ -33,152 +32,14 @@ from anp.attack_specs import EVAL_BATCH, AttackSpec, attack_specs, clip_range, m
 from anp.bnn import BnnEnsemble, parameter_counts
 from anp.config import BNN_EOT_SAMPLES, run_config_path
 from anp.errors import UserError
+from anp.eval_net import evaluate_net
 from anp.export import PRUNING_JSON
 from anp.loading import load_model
-from anp.progress import Progress
 from anp.runs import architecture
 from anp.sanity import SANITY_MAX_EXAMPLES, is_stochastic, sanity_checks
 from anp.sap import SapNet
 from anp.tables import (efficiency_columns, format_table, hydra_settings, markdown_table,
                         table_cells, table_row)
-from attacks.common import per_example, predictions_correct
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluating a network over a data set.
-
-
-def _example_mean_abs(a, b):
-  """Per example mean |a - b| over all units: [B]."""
-  d = tf.abs(a - b)
-  return tf.reduce_mean(tf.reshape(d, [tf.shape(d)[0], -1]), axis=1)
-
-
-def _unit_abs_sum(a, b):
-  """Per unit (last axis) |a - b|, averaged over positions and summed over examples."""
-  d = tf.abs(a - b)
-  if d.shape.rank > 2:
-    d = tf.reduce_mean(d, axis=list(range(1, d.shape.rank - 1)))
-  return tf.reduce_sum(d, axis=0)
-
-
-def _features_of(net):
-  """(logits, [features]) of `net` in inference mode; [] when it exposes no features."""
-  def call(x):
-    out = net(x, training=False, return_features=True)
-    if isinstance(out, (tuple, list)) and len(out) == 2:
-      return out[0], list(out[1])
-    return out, []
-  return call
-
-
-def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=False):
-  """One compiled step: attack(s) + evaluation of a batch.
-
-  `named_attacks`: [(name, attack_fn)]. Gradients come from `source` (black box) or `net`;
-  with `compact`, from its `attack_fn()` (pruned units removed; same logits up to rounding)
-  where it has one. Predictions and features always come from `net` itself.
-  With several attacks an example is adversarial as soon as one attack fools `net`; its
-  adversarial example (for the vulnerability) is the first attack's that succeeds, else
-  the first attack's. Returns a tf.function (x, y) -> dict of per-example correctness and
-  summed vulnerabilities.
-  """
-  feats_fn = _features_of(net)
-  crafter = net if source is None else source
-
-  def craft_fn():
-    if compact and hasattr(crafter, "attack_fn"):
-      return crafter.attack_fn()
-    return lambda t: crafter(t, training=False)
-
-  @tf.function(reduce_retracing=True)
-  def step(x, y):
-    logits, feats = feats_fn(x)
-    craft = craft_fn()
-    out = {"clean": predictions_correct(logits, y)}
-    chosen = chosen_feats = robust = None
-    per_attack = []
-    for _, attack in named_attacks:
-      x_adv = tf.stop_gradient(attack(craft, x, y))
-      logits_adv, feats_adv = feats_fn(x_adv)
-      ok = predictions_correct(logits_adv, y)
-      per_attack.append(ok)
-      if chosen is None:
-        chosen, chosen_feats, robust = x_adv, feats_adv, ok
-      else:
-        take = tf.logical_and(robust, tf.logical_not(ok))
-        pick = lambda new, old: tf.where(per_example(take, new), new, old)  # noqa: E731
-        chosen = pick(x_adv, chosen)
-        chosen_feats = [pick(n, o) for n, o in zip(feats_adv, chosen_feats)]
-        robust = tf.logical_and(robust, ok)
-    out["adv"] = robust
-    out["per_attack"] = tf.stack(per_attack)
-    out["linf"] = tf.reduce_max(tf.reshape(tf.abs(chosen - x), [tf.shape(x)[0], -1]), axis=1)
-    if feats:
-      out["layer_vul"] = tf.stack([tf.reduce_sum(_example_mean_abs(c, a))
-                                   for c, a in zip(feats, chosen_feats)])
-      out["unit_vul"] = _unit_abs_sum(feats[feature_layer], chosen_feats[feature_layer])
-    return out
-
-  return step
-
-
-# Batch axis of each per-example output of an eval step; None: a sum over examples.
-STEP_AXES = dict(clean=0, adv=0, per_attack=1, linf=0, layer_vul=None, unit_vul=None)
-
-
-def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, label=None):
-  """Runs `step` over a dataset and aggregates: fractions and mean vulnerabilities."""
-  per, linf, layer_vul, unit_vul, total = [], [], 0.0, 0.0, 0
-  adv_label = label or "adv_acc"
-  bar = Progress(n_examples, "evaluated", unit="example", interval=15.0, enabled=verbose)
-  n_clean = n_adv = 0
-  for x, y in dataset:
-    out = step(x, y)
-    c, a = out["clean"].numpy(), out["adv"].numpy()
-    per.append(out["per_attack"].numpy())
-    linf.append(out["linf"].numpy())
-    if "layer_vul" in out:
-      layer_vul = layer_vul + out["layer_vul"].numpy().astype(np.float64)
-      unit_vul = unit_vul + out["unit_vul"].numpy().astype(np.float64)
-    total, n_clean, n_adv = total + len(c), n_clean + int(c.sum()), n_adv + int(a.sum())
-    bar.update(total, {"clean_acc": n_clean / total, adv_label: n_adv / total})
-  bar.close()
-  if total == 0:
-    raise UserError("No test examples to evaluate (check --eval_examples and the data).")
-  per = np.concatenate(per, axis=1)
-  result = dict(clean_acc=n_clean / total, adv_acc=n_adv / total, examples=int(total),
-                per_attack={name: float(p.mean()) for name, p in zip(names, per)},
-                max_linf=float(np.max(np.concatenate(linf))))
-  if np.ndim(layer_vul):
-    layer_vul = layer_vul / total
-    result.update(vulnerability=float(layer_vul.mean()),
-                  layer_vulnerability=[float(v) for v in layer_vul],
-                  unit_vulnerability=[float(v) for v in unit_vul / total])
-  else:
-    result.update(vulnerability=None, layer_vulnerability=None, unit_vulnerability=None)
-  return result
-
-
-def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_layer=-1,
-                 verbose=True, label=None, compact=False, strategy=None):
-  """Clean/adversarial accuracy and vulnerability of `net` over a dataset.
-
-  `attack`: `attack(model_fn, x, y) -> x_adv`, or a dict {name: attack} for the per-example
-  worst case. With `source`, examples are crafted on `source` and transferred (black box);
-  `compact`: see `make_eval_step`. With a tf.distribute `strategy` each batch is split over
-  its replicas and their per-example results gathered in order (`anp.distribute`).
-  Returns a dict of fractions in [0, 1]: clean_acc, adv_acc, vulnerability (mean |f(x) -
-  f(x_adv)| over units and examples, averaged over layers), layer_vulnerability,
-  unit_vulnerability (per unit of feature layer `feature_layer`), per_attack, examples.
-  """
-  named = list(attack.items()) if isinstance(attack, dict) else \
-      [(getattr(attack, "__name__", "attack"), attack)]
-  step = make_eval_step(net, named, source=source, feature_layer=feature_layer,
-                        compact=compact)
-  step = distribute.per_example_step(strategy, step, STEP_AXES)
-  return run_steps(step, dataset, n_examples, names=[n for n, _ in named], verbose=verbose,
-                   label=label)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,12 +99,14 @@ def run_eval(cfg, arrays=None, verbose=True):
                       "data set and input space.")
 
   known = kind != "saved_model" or os.path.isfile(run_config_path(cfg.model_dir))
+  # The defence of the flags, or the one a SavedModel was exported with (--defense=sap).
+  defense = cfg.defense if cfg.defense != "none" or not known else run_cfg.defense
+  frac = cfg.sap_frac if cfg.defense != "none" or not known else run_cfg.sap_frac
   result = dict(model_dir=cfg.model_dir, model_kind=kind, dataset=cfg.dataset,
                 method=run_cfg.method if known else None,
                 init_from=run_cfg.init_from if known else None, preprocess=cfg.preprocess,
                 hydra=hydra_settings(run_cfg) if known else None,
-                defense=None if cfg.defense == "none" else dict(name=cfg.defense,
-                                                                 frac=cfg.sap_frac),
+                defense=None if defense == "none" else dict(name=defense, frac=frac),
                 architecture=architecture(cfg.dataset), bnn=bnn, warnings=[])
   x0, _ = next(iter(test_ds))
   stochastic = is_stochastic(net, x0)

@@ -1,17 +1,10 @@
-"""--mode=prune / --mode=export: compact pruned models and SavedModels for TF Serving.
+"""--mode=prune / --mode=export: SavedModels for TF Serving.
 
-`compact_model(net)` is a pure function (the trained network is never edited): it returns a
-plain Keras model without mask layers in which every unit or channel whose E[pi] is at or
-below the threshold is physically removed and the surviving mask values E[pi] are folded
-into the weights. Its logits equal the masked network's inference logits. HYDRA's networks
-(`anp.hydra`) go the same way: a channel-pruned one (`TopKMask` sites) loses its pruned units
-like a masked one; a weight-pruned one keeps its dense shapes, its pruned kernel entries 0.
-
-VGG: the mask acts before batch norm, so a pruned channel is not zero after BN + ReLU but
-the constant relu(beta - gamma * mean / sqrt(var + eps)), which the next layer still sees.
-The compact model folds it exactly: into a per-position bias map of the next conv (zero
-padding makes the borders differ from the interior) or into the bias of the next dense
-layer. The original code counts such channels as removed without accounting for this.
+--mode=prune writes the compact model of a masked run (`anp.compact.compact_model`: pruned
+units removed, logits equal to the masked network's) with `pruning.json` (parameters, FLOPs,
+the paper's columns, the logit check); --mode=export writes the network as trained (an Adv-BNN
+run as its stochastic ensemble, `--defense=sap` with SAP after every activation). Both serve
+`images` -> probabilities, classes, logits (`save_for_serving`).
 """
 
 import dataclasses
@@ -24,205 +17,13 @@ import tensorflow as tf
 
 from anp import data, efficiency, hydra
 from anp.bnn import EnsembleLogits
+from anp.compact import compact_model
 from anp.config import run_config_path
 from anp.errors import UserError
 from anp.runs import architecture, check_writable_dir, load_run
-from models.lenet import LeNet5
-from models.subnet import kernel_of
+from anp.sap import sap
 
 layers = keras.layers
-
-
-# ----------------------------------------------------------------------------------------------
-# Small layers of the compact models.
-
-
-@keras.saving.register_keras_serializable(package="anp")
-class Standardize(layers.Layer):
-  """tf.image.per_image_standardization, the input normalisation of VGG."""
-
-  def call(self, x):
-    return tf.image.per_image_standardization(x)
-
-
-@keras.saving.register_keras_serializable(package="anp")
-class GatherFeatures(layers.Layer):
-  """Keeps the features at fixed indices of the last axis: [B, n] -> [B, len(indices)]."""
-
-  def __init__(self, indices, **kwargs):
-    super().__init__(**kwargs)
-    self.indices = [int(i) for i in indices]
-
-  def call(self, x):
-    return tf.gather(x, self.indices, axis=-1)
-
-  def get_config(self):
-    return {**super().get_config(), "indices": self.indices}
-
-
-@keras.saving.register_keras_serializable(package="anp")
-class AddMap(layers.Layer):
-  """Adds a constant map (the folded pruned channels of the previous block) [H, W, C]."""
-
-  def __init__(self, shape, **kwargs):
-    super().__init__(**kwargs)
-    self.map_shape = tuple(int(s) for s in shape)
-    self.value = self.add_weight(name="map", shape=self.map_shape, initializer="zeros",
-                                 trainable=False)
-
-  def call(self, x):
-    return x + self.value
-
-  def get_config(self):
-    return {**super().get_config(), "shape": list(self.map_shape)}
-
-
-# ----------------------------------------------------------------------------------------------
-# What each mask site keeps.
-
-
-def _site(net, i, units):
-  """(kept indices, their mask values) of mask site i; everything with value 1 unmasked."""
-  if not net.masks:
-    return np.arange(units), np.ones(units, np.float32)
-  mask = net.masks[i].inference_mask().numpy()
-  kept = np.flatnonzero(mask > 0)
-  return kept, mask[kept]
-
-
-def _np(v):
-  return np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float32)
-
-
-def _set(layer, *values):
-  layer.set_weights([np.asarray(v, np.float32) for v in values])
-
-
-def _compact_lenet(net):
-  k1, m1 = _site(net, 0, 20)
-  k2, m2 = _site(net, 1, 50)
-  k3, m3 = _site(net, 2, 800)
-  k4, m4 = _site(net, 3, 500)
-  w1, b1 = _np(kernel_of(net.conv1)), _np(net.conv1.bias)
-  w2, b2 = _np(kernel_of(net.conv2)), _np(net.conv2.bias)
-  w3, b3 = _np(kernel_of(net.dense3)), _np(net.dense3.bias)
-  w4, b4 = _np(kernel_of(net.dense4)), _np(net.dense4.bias)
-
-  # A flattened feature (h, w, c), index (h*4 + w)*50 + c, survives when conv2 keeps c and
-  # bbd3 keeps the index; in the compact flatten it sits at (h*4 + w)*len(k2) + pos(c).
-  pos_of_channel = {c: j for j, c in enumerate(k2)}
-  survivors, rows, scale = [], [], []
-  value3 = dict(zip(k3, m3))
-  for index in range(800):
-    hw, c = divmod(index, 50)
-    if c in pos_of_channel and index in value3:
-      survivors.append(hw * len(k2) + pos_of_channel[c])
-      rows.append(index)
-      scale.append(value3[index])
-
-  x = inputs = keras.Input((28, 28, 1), name="images")
-  conv1 = layers.Conv2D(len(k1), 5, activation="relu", name="conv1")
-  x = layers.MaxPooling2D(2, 2)(conv1(x))
-  conv2 = layers.Conv2D(len(k2), 5, activation="relu", name="conv2")
-  x = layers.Flatten()(layers.MaxPooling2D(2, 2)(conv2(x)))
-  x = GatherFeatures(survivors, name="gather3")(x)
-  dense3 = layers.Dense(len(k4), activation="relu", name="dense3")
-  dense4 = layers.Dense(net.n_classes, name="dense4")
-  model = keras.Model(inputs, dense4(dense3(x)), name="lenet5_compact")
-  _set(conv1, w1[..., k1] * m1, b1[k1] * m1)
-  _set(conv2, w2[:, :, k1][..., k2] * m2, b2[k2] * m2)
-  _set(dense3, (w3[rows] * np.asarray(scale)[:, None])[:, k4], b3[k4])
-  _set(dense4, w4[k4] * m4[:, None], b4)
-  return model
-
-
-def _bn_constant(bn):
-  """relu(BN(0)) per channel: what a pruned channel becomes after BN + ReLU."""
-  gamma, beta = _np(bn.gamma), _np(bn.beta)
-  mean, var = _np(bn.moving_mean), _np(bn.moving_variance)
-  return np.maximum(beta - gamma * mean / np.sqrt(var + bn.epsilon), 0.0)
-
-
-def _bn_subset(bn, kept, name):
-  """(a new BatchNormalization, its weights): `bn` restricted to the channels `kept`."""
-  new = layers.BatchNormalization(epsilon=bn.epsilon, name=name)
-  return new, (new, *(_np(v)[kept] for v in (bn.gamma, bn.beta, bn.moving_mean,
-                                               bn.moving_variance)))
-
-
-def _compact_vgg(net):
-  n_blocks = len(net.blocks)
-  sites = [_site(net, i, u) for i, u in enumerate(net.unit_counts)]
-  x = inputs = keras.Input((32, 32, 3), name="images")
-  if net.standardize:
-    x = Standardize(name="standardize")(x)
-  assignments = []
-  prev_kept = np.arange(3)
-  prev_const = None  # (constant per pruned channel, their indices) of the previous block
-  size = 32
-  for i, block in enumerate(net.blocks):
-    kept, m = sites[i]
-    w, b = _np(kernel_of(block["conv"])), _np(block["conv"].bias)
-    conv = layers.Conv2D(len(kept), 3, padding="same", name=f"conv{i + 1}")
-    assignments.append((conv, w[:, :, prev_kept][..., kept] * m, b[kept] * m))
-    x = conv(x)
-    if prev_const is not None and np.any(prev_const[0]):
-      const, pruned = prev_const
-      image = np.broadcast_to(const, (1, size, size, len(const))).astype(np.float32)
-      bias_map = tf.nn.conv2d(image, w[:, :, pruned][..., kept], 1, "SAME").numpy()[0] * m
-      add = AddMap(bias_map.shape, name=f"pruned_inputs{i + 1}")
-      assignments.append((add, bias_map))
-      x = add(x)
-    bn = block["bn"]
-    new_bn, weights = _bn_subset(bn, kept, f"bn{i + 1}")
-    assignments.append(weights)
-    x = layers.ReLU()(new_bn(x))
-    if isinstance(block["after"], layers.MaxPooling2D):
-      x = layers.MaxPooling2D(2, 2)(x)
-      size //= 2
-    pruned = np.setdiff1d(np.arange(net.unit_counts[i]), kept)
-    prev_const = (_bn_constant(bn)[pruned], pruned)
-    prev_kept = kept
-
-  # Flattened features are the last block's channels (1x1 spatial). The fc1 mask keeps
-  # some; those of pruned channels are constants that fold into the dense bias.
-  x = layers.Flatten()(x)
-  k_fc1, m_fc1 = sites[n_blocks]
-  value_fc1 = dict(zip(k_fc1, m_fc1))
-  pos = {c: j for j, c in enumerate(prev_kept)}
-  gather, rows, scale = [], [], []
-  for c in prev_kept:
-    if c in value_fc1:
-      gather.append(pos[c])
-      rows.append(c)
-      scale.append(value_fc1[c])
-  k_fc2, m_fc2 = sites[n_blocks + 1]
-  w1, b1 = _np(kernel_of(net.dense_fc1)), _np(net.dense_fc1.bias)
-  const, pruned = prev_const
-  fold = [(cv, c) for cv, c in zip(const, pruned) if c in value_fc1]
-  for cv, c in fold:
-    b1 = b1 + cv * value_fc1[c] * w1[c]
-  x = GatherFeatures(gather, name=f"gather{n_blocks + 1}")(x)
-  dense1 = layers.Dense(len(k_fc2), name=f"dense{n_blocks + 1}")
-  assignments.append((dense1, (w1[rows] * np.asarray(scale)[:, None])[:, k_fc2], b1[k_fc2]))
-  new_bn1, weights = _bn_subset(net.bn_fc1, k_fc2, f"bn{n_blocks + 1}")
-  assignments.append(weights)
-  x = layers.ReLU()(new_bn1(dense1(x)))
-  w2, b2 = _np(kernel_of(net.dense_fc2)), _np(net.dense_fc2.bias)
-  dense2 = layers.Dense(net.n_classes, name=f"dense{n_blocks + 2}")
-  assignments.append((dense2, w2[k_fc2] * m_fc2[:, None], b2))
-  model = keras.Model(inputs, dense2(x), name="vgg16_compact")
-  for layer, *values in assignments:
-    _set(layer, *values)
-  return model
-
-
-def compact_model(net):
-  """A plain Keras model computing `net(x, training=False)` with the pruned units removed."""
-  if isinstance(net, LeNet5):
-    return _compact_lenet(net)
-  return _compact_vgg(net)
-
 
 # ----------------------------------------------------------------------------------------------
 # SavedModel.
@@ -348,6 +149,10 @@ def run_export(cfg, arrays=None):
   if run_cfg.method == "at_bnn" and cfg.mode == "prune":
     raise UserError("Flag --mode=prune: an Adv-BNN run (--method=at_bnn) has no masks and "
                     "no pruned units; use --mode=export.")
+  if cfg.defense == "sap" and cfg.mode == "prune":
+    raise UserError("Flag --defense=sap: expected --mode=export (SAP samples the activations "
+                    "of the trained network, which the compact model does not expose). "
+                    "Received: --mode=prune")
   info = data.dataset_info(run_cfg.dataset)
   standardize = run_cfg.preprocess == "original" and architecture(run_cfg.dataset) == "vgg"
   serving_cfg = dataclasses.replace(run_cfg, preprocess="pixel")  # the export takes pixels
@@ -358,7 +163,13 @@ def run_export(cfg, arrays=None):
       net = EnsembleLogits(net, cfg.bnn_ensemble)
       print(f"Adv-BNN: the SavedModel draws {cfg.bnn_ensemble} weight samples per call and "
             "serves their mean softmax (logits = its log); every call is random.")
-    path = save_for_serving(inference_model(net, info.image_shape), cfg.export_dir,
+    hook = None
+    if cfg.defense == "sap":  # every served call draws a new SAP sample of every activation
+      serving_cfg.defense, serving_cfg.sap_frac = "sap", cfg.sap_frac
+      hook = lambda h: sap(h, cfg.sap_frac)  # noqa: E731
+      print(f"SAP (frac {cfg.sap_frac:g}) after every latent activation: every call of the "
+            "SavedModel is random; attack it with --eot_samples.")
+    path = save_for_serving(inference_model(net, info.image_shape, hook), cfg.export_dir,
                             info.image_shape, standardize, serving_cfg)
     print(f"SavedModel written to {path}")
     return dict(path=path)
@@ -380,18 +191,22 @@ def run_export(cfg, arrays=None):
   return report
 
 
-def inference_model(net, image_shape):
-  """A Keras model running the masked `net` in inference mode (masks at E[pi])."""
-  return keras.Sequential([keras.Input(image_shape), InferenceOnly(net)])
+def inference_model(net, image_shape, activation_hook=None):
+  """A Keras model running the masked `net` in inference mode (masks at E[pi]), with
+  `activation_hook` (e.g. SAP) after every latent activation when given."""
+  return keras.Sequential([keras.Input(image_shape), InferenceOnly(net, activation_hook)])
 
 
 class InferenceOnly(layers.Layer):
   """Wraps a masked net so that it always runs in inference mode (masks at E[pi])."""
 
-  def __init__(self, net, **kwargs):
+  def __init__(self, net, activation_hook=None, **kwargs):
     super().__init__(**kwargs)
     self.net = net
+    self.activation_hook = activation_hook
 
   def call(self, x):
-    return self.net(x, training=False)
+    if self.activation_hook is None:
+      return self.net(x, training=False)
+    return self.net(x, training=False, activation_hook=self.activation_hook)
 

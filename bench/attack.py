@@ -6,7 +6,7 @@
 
 Prints one JSON object per (model, attack, sparsity, compact): model, attack, steps, batch,
 images_per_s, ms_per_batch, reps, device. The timed function is the evaluation step of
---mode=eval (`anp.evaluate.make_eval_step`: the attack loop, then the clean and adversarial
+--mode=eval (`anp.eval_net.make_eval_step`: the attack loop, then the clean and adversarial
 passes with their latent features), compiled once as a tf.function, on a randomly initialised
 masked LeNet5 (MNIST shapes) or VGG-16 (CIFAR-10 shapes) fed random images, with `sparsity`
 of the units of every mask site pruned at random; `compact` crafts the attack on
@@ -30,7 +30,7 @@ from absl import app, flags  # noqa: E402
 from anp.attack_specs import AttackSpec, make_attack  # noqa: E402
 from anp.config import Config  # noqa: E402
 from anp.data import dataset_info  # noqa: E402
-from anp.evaluate import make_eval_step  # noqa: E402
+from anp.eval_net import make_eval_step  # noqa: E402
 from anp.runs import build_net  # noqa: E402
 from bench.common import device, prune_at_random  # noqa: E402
 

@@ -25,7 +25,8 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from anp.efficiency import forward_flops  # noqa: E402
-from anp.export import compact_model, inference_model, save_for_serving  # noqa: E402
+from anp.compact import compact_model  # noqa: E402
+from anp.export import inference_model, save_for_serving  # noqa: E402
 from anp.runs import load_run  # noqa: E402
 from bench.common import op_times, prune_at_random  # noqa: E402
 from models.lenet import LeNet5  # noqa: E402

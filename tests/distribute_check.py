@@ -27,7 +27,7 @@ import anp.train  # noqa: E402
 import keras  # noqa: E402
 from anp import distribute  # noqa: E402
 from anp.config import Config  # noqa: E402
-from anp.evaluate import evaluate_net  # noqa: E402
+from anp.eval_net import evaluate_net  # noqa: E402
 from anp.runs import build_net  # noqa: E402
 from anp.train import make_trainer  # noqa: E402
 from attacks import pgd  # noqa: E402

@@ -11,7 +11,8 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from anp.config import Config, run_config_path
-from anp.export import compact_model, count_params, save_for_serving
+from anp.compact import compact_model
+from anp.export import count_params, save_for_serving
 from models.lenet import LeNet5
 from models.vgg import VGG
 from tests.helpers import REPO, SHARED_DATA, have_real_data, mnist_slice

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import export, hydra, tables
+from anp import compact, export, hydra, tables
 from anp.config import Config
 from anp.errors import UserError
 from anp.runs import build_net, load_run
@@ -247,15 +247,15 @@ def test_channel_export_is_smaller_and_weight_export_keeps_zeros(dataset):
     net = build_net(hydra_cfg(dataset=dataset, hydra_granularity=granularity, prune_ratio=0.6))
     for v in hydra.score_variables(net):  # scores unrelated to the weights
       v.assign(tf.random.stateless_normal(v.shape, [len(v.path), 0]))
-    compact = export.compact_model(net)
-    np.testing.assert_allclose(compact(x).numpy(), net(x, training=False).numpy(), atol=2e-4)
+    small = compact.compact_model(net)
+    np.testing.assert_allclose(small(x).numpy(), net(x, training=False).numpy(), atol=2e-4)
     dense_params = export._weights_of(net)
     if granularity == "channel":
-      assert export.count_params(compact) < 0.6 * dense_params
+      assert export.count_params(small) < 0.6 * dense_params
       assert net.n_active() == [n - math.floor(0.6 * n + 1e-9) for n in net.unit_counts]
     else:
-      assert export.count_params(compact) == dense_params
-      zeros = sum(int(np.sum(w == 0)) for w in compact.get_weights())
+      assert export.count_params(small) == dense_params
+      zeros = sum(int(np.sum(w == 0)) for w in small.get_weights())
       assert zeros >= hydra.weight_efficiency(net)["weights_total"] * 0.6 - 16
 
 
