@@ -20,7 +20,11 @@ flags.DEFINE_enum("method", "anp_vs", METHODS,
                   "pruning (masks, clean data); anp: masks + PGD; anp_vs: anp + "
                   "vulnerability suppression; at_bnn: Adv-BNN (Liu et al. 2019), PGD "
                   "training of a mean-field Gaussian Bayesian network; hydra: HYDRA "
-                  "(Sehwag et al. 2020), robust pruning by learned importance scores, or LWM with --hydra_scores=magnitude.")
+                  "(Sehwag et al. 2020), robust pruning by learned importance scores, or LWM "
+                  "with --hydra_scores=magnitude; "
+                  "admm: ADMM pruning (Ye et al. 2019); awt: AWT's ticket search (Shi et al. "
+                  "2022) as adversarial Neural Tangent Transfer, then --method=hydra "
+                  "--hydra_stage=finetune.")
 flags.DEFINE_string("data_dir", None,
                     "Folder holding the official raw archives (MNIST idx .gz, CIFAR binary "
                     "batches, plain or .gz), e.g. ../shared/data; without them TFDS is tried.")
@@ -106,7 +110,7 @@ flags.DEFINE_enum("hydra_objective", "trades", HYDRA_OBJECTIVES,
                   "--trades_beta) or at (PGD-AT as --method=at, --adv_weight); use the "
                   "pretrained run's.")
 flags.DEFINE_float("prune_ratio", 0.9,
-                   "HYDRA and ADMM: fraction of each layer's weights (or units) removed, in "
+                   "HYDRA, ADMM and AWT: fraction of each layer's weights (or units) removed, in "
                    "[0, 1); HYDRA's own k is the fraction kept, 1 - prune_ratio.", lower_bound=0)
 
 # ADMM (--method=admm): adversarial training pulled towards per-layer top-k sparse kernels;
@@ -115,6 +119,21 @@ flags.DEFINE_float("prune_ratio", 0.9,
 flags.DEFINE_float("admm_rho", 1e-3, "ADMM: initial penalty rho, x1.3 at every Z/U update (> 0).")
 flags.DEFINE_integer("admm_every", None, "ADMM: epochs between Z/U updates (default 4 MNIST, "
                      "20 CIFAR).", lower_bound=1)
+
+# AWT (--method=awt, anp/awt.py): the ticket search at initialisation (or from --init_from);
+# then adversarial training of the ticket = --method=hydra --hydra_stage=finetune
+# --init_from=<the awt run>, same --prune_ratio.
+flags.DEFINE_float("awt_kernel_weight", 1e-3,
+                   "AWT: weight of the NTK distance mean((Theta_s - Theta_t)^2) (NTT's 1e-3).",
+                   lower_bound=0)
+flags.DEFINE_float("awt_l2", 1e-5, "AWT: weight of ||m * W||^2 / density (NTT's 1e-5).",
+                   lower_bound=0)
+flags.DEFINE_integer("awt_ntk_examples", 8,
+                     "AWT: examples of each half of the batch in the empirical NTK.",
+                     lower_bound=1)
+flags.DEFINE_integer("awt_remask_every", 100,
+                     "AWT: steps between re-masks (mask := per-layer top-k of |W|; NTT's 100).",
+                     lower_bound=1)
 
 # Attacks.
 flags.DEFINE_float("eps", None, "L-inf radius (default per dataset: 0.3 MNIST, 0.03 CIFAR).",
@@ -128,7 +147,10 @@ flags.DEFINE_integer("attack_steps", 40,
                      lower_bound=0)
 flags.DEFINE_integer("eval_examples", None, "Evaluate on the first N test examples.",
                      lower_bound=1)
-flags.DEFINE_enum("attack", "pgd", ATTACKS, "White-box attack of --mode=eval.")
+flags.DEFINE_string("attack", "pgd", f"White-box attack of --mode=eval: one of "
+                    f"{', '.join(ATTACKS)} (pgd, apgd-ce, apgd-dlr and cw), or a comma-separated "
+                    "list such as pgd,apgd-ce; several attacks give the per-example worst case "
+                    "and each one's accuracy.")
 flags.DEFINE_integer("restarts", 1, "Random restarts of the attack.", lower_bound=1)
 flags.DEFINE_integer("eot_samples", None,
                      "Gradient samples per step (expectation over transformation) for "

@@ -11,6 +11,8 @@ python main.py --mode=MODE [flags]; every flag is listed below. By mode:
           --init_from=runs/mnist_standard --model_dir=runs/mnist_anp_vs
               HYDRA / LWM (--method=hydra): --hydra_stage --prune_ratio --hydra_granularity
               --hydra_scores --hydra_objective, stages chained by --init_from (README)
+              AWT's ticket search (--method=awt): --prune_ratio --awt_kernel_weight --awt_l2
+              --awt_ntk_examples --awt_remask_every, then a HYDRA finetune of it (README)
   eval        --model_dir --attack --attack_steps --restarts --eot_samples --eval_examples
               --source_model_dir --sanity_checks --strategy
       python main.py --mode=eval --model_dir=runs/mnist_anp_vs --data_dir=../shared/data \

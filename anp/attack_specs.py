@@ -69,7 +69,7 @@ def make_attack(spec):
 
 def attack_specs(cfg, clip=(0.0, 1.0)):
   """{name: AttackSpec} of the white-box attack(s) a resolved config asks for."""
-  names = STRONGEST if cfg.attack == "strongest" else (cfg.attack,)
+  names = STRONGEST if cfg.attack == "strongest" else tuple(cfg.attack.split(","))
   return {name: AttackSpec(name, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.attack_steps,
                            restarts=cfg.restarts, eot_samples=cfg.eot_samples,
                            clip_min=clip[0], clip_max=clip[1]) for name in names}

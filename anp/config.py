@@ -6,7 +6,8 @@ import os
 
 from anp.errors import UserError
 
-METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs", "at_bnn", "hydra", "admm")
+METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs", "at_bnn", "hydra", "admm",
+           "awt")
 PREPROCESS = ("pixel", "original")
 BIAS_INITS = ("glorot", "zeros")
 DEFENSES = ("none", "sap")
@@ -90,6 +91,12 @@ class Config:
   # ADMM (--method=admm; anp/admm.py): initial rho and epochs between Z/U updates.
   admm_rho: float = 1e-3
   admm_every: int | None = None
+  # AWT's ticket search (--method=awt; anp/awt.py): NTT's loss weights (Liu & Zenke 2020),
+  # examples of each batch half in the NTK, steps between magnitude re-masks.
+  awt_kernel_weight: float = 1e-3
+  awt_l2: float = 1e-5
+  awt_ntk_examples: int = 8
+  awt_remask_every: int = 100
   defense: str = "none"
   sap_frac: float = 1.0
   # Devices (anp.distribute): not part of a run's identity, so a run may resume on others.
@@ -133,6 +140,12 @@ class Config:
          self.preprocess)
     need(self.bias_init in BIAS_INITS, "bias_init", "one of " + ", ".join(BIAS_INITS),
          self.bias_init)
+    from anp.attack_specs import ATTACKS  # late import: attacks pull in TF
+    names = self.attack.split(",")
+    need(self.attack == "strongest" or (all(n in ATTACKS for n in names)
+                                        and len(set(names)) == len(names)),
+         "attack", f"strongest or one or more (comma-separated, distinct) of {', '.join(ATTACKS)}",
+         self.attack)
     need(self.defense in DEFENSES, "defense", "one of " + ", ".join(DEFENSES), self.defense)
     need(self.strategy in STRATEGIES, "strategy", "one of " + ", ".join(STRATEGIES),
          self.strategy)
@@ -155,6 +168,13 @@ class Config:
     need(self.admm_rho > 0, "admm_rho", "a number > 0", self.admm_rho)
     need(self.admm_every is None or self.admm_every >= 1, "admm_every", "an integer >= 1",
          self.admm_every)
+    for flag in ("awt_kernel_weight", "awt_l2"):
+      need(getattr(self, flag) >= 0, flag, "a number >= 0", getattr(self, flag))
+    for flag in ("awt_ntk_examples", "awt_remask_every"):
+      need(getattr(self, flag) >= 1, flag, "an integer >= 1", getattr(self, flag))
+    if self.method == "awt":
+      need(self.batch_size >= 2, "batch_size", "an integer >= 2 with --method=awt (its NTK "
+           "pairs the two halves of a batch)", self.batch_size)
     need(self.eps is None or self.eps >= 0, "eps", "a number >= 0", self.eps)
     need(self.step_size is None or self.step_size > 0, "step_size", "a number > 0",
          self.step_size)
@@ -185,7 +205,7 @@ class Config:
 
   @property
   def adversarial(self):
-    return self.method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm")
+    return self.method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm", "awt")
 
   @property
   def masked(self):
@@ -223,6 +243,8 @@ RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from",
 HYDRA_RUN_KEYS = ("hydra_stage", "hydra_scores", "hydra_granularity", "hydra_objective",
                   "prune_ratio")
 ADMM_RUN_KEYS = ("prune_ratio", "admm_rho", "admm_every")
+AWT_RUN_KEYS = ("prune_ratio", "awt_kernel_weight", "awt_l2", "awt_ntk_examples",
+                "awt_remask_every")
 
 CONFIG_FILE = "config.json"
 

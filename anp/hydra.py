@@ -105,7 +105,8 @@ def check_init_from(cfg, prefix):
   """UserError unless --init_from (checkpoint `prefix`) can start this HYDRA stage.
 
   Every stage needs one. The finetune stage with learned scores needs a prune-stage run of the
-  same granularity and prune ratio (HYDRA: "the same pruning ratio as the pruning step").
+  same granularity and prune ratio (HYDRA: "the same pruning ratio as the pruning step"), or
+  an AWT search run (`anp.awt`) of the same prune ratio, at --hydra_granularity=weight.
   """
   if not cfg.init_from:
     raise UserError(f"Flag --init_from is required with --method=hydra "
@@ -122,11 +123,19 @@ def check_init_from(cfg, prefix):
   source = init_run_config(cfg.init_from)
   has_scores = any(name.endswith("scores/.ATTRIBUTES/VARIABLE_VALUE")
                    for name, _ in tf.train.list_variables(prefix))
-  if not has_scores or (source is not None and source.method != "hydra"):
+  if not has_scores or (source is not None and source.method not in ("hydra", "awt")):
     raise UserError("Flag --init_from: --hydra_stage=finetune with learned scores expected a "
-                    "--method=hydra --hydra_stage=prune run (or --hydra_scores=magnitude for "
-                    f"LWM from a pretrained run). Received: {cfg.init_from!r}")
-  if source is not None:
+                    "--method=hydra --hydra_stage=prune run or a --method=awt run (or "
+                    "--hydra_scores=magnitude for LWM from a pretrained run). "
+                    f"Received: {cfg.init_from!r}")
+  if source is not None and source.method == "awt":  # its ticket: a per-weight top-k mask
+    if cfg.hydra_granularity != "weight":
+      raise UserError("Flag --hydra_granularity: expected 'weight' (an AWT run's mask is per "
+                      f"weight). Received: {cfg.hydra_granularity!r}")
+    if source.prune_ratio != cfg.prune_ratio:
+      raise UserError("Flag --prune_ratio: expected the AWT run's value, "
+                      f"{source.prune_ratio!r}. Received: {cfg.prune_ratio!r}")
+  elif source is not None:
     for key in ("hydra_granularity", "prune_ratio"):
       if getattr(source, key) != getattr(cfg, key):
         raise UserError(f"Flag --{key}: expected the prune run's value, "

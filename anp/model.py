@@ -48,6 +48,7 @@ class AdversarialTrainer(keras.Model):
   at_bnn            x (only)          Bayesian weights (Adv-BNN, `SampledCE`)
   hydra       x    PGD CE / KL         (HYDRA's scores / weights by stage: `trained_variables`)
   admm        x        x               ADMM's penalty (`regularizer`, anp.admm)
+  awt         (AWT's search: distances to a dense teacher on its PGD examples, anp.awt)
 
   Weights minimise
     D + beta KL / N + wd L2 + lambda V(x, x_adv)
@@ -66,6 +67,8 @@ class AdversarialTrainer(keras.Model):
   checkpointed: a resumed run repeats an uninterrupted one bit for bit on CPU.
   """
 
+  admm = None  # ADMM's state (`anp.admm.ADMMState`) of an admm run, set by `make_trainer`
+
   def __init__(self, net, *, method, n_train, eps=0.3, step_size=0.01, attack_steps=20,
                adv_weight=2.0, beta=1.0, lambda_vs=0.0, weight_decay=1e-4,
                clip_min=0.0, clip_max=1.0, mask_optimizer=None, seed=None, compact_attack=True,
@@ -73,7 +76,8 @@ class AdversarialTrainer(keras.Model):
     super().__init__(**kwargs)
     self.net = net
     self.method = method
-    self.adversarial = method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm")
+    self.adversarial = method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm",
+                                  "awt")
     self.use_vs = method in ("at", "anp_vs") and lambda_vs > 0
     if method in ("bp", "anp", "anp_vs") and not net.masks:
       raise ValueError(f"Method {method!r} needs a network built with masked=True.")
@@ -105,18 +109,20 @@ class AdversarialTrainer(keras.Model):
   def call(self, x, training=False):
     return self.net(x, training=training)
 
-  def make_adversarial(self, x, y, seed=None, craft=None):
+  def make_adversarial(self, x, y, seed=None, craft=None, net=None):
     """Adversarial examples of `craft(model_fn, x, y, seed, attack_args)` (an objective's),
     by default the objective's validation attack (PGD on the cross-entropy); `seed`
     (shape-[2] ints) fixes the random start (and a Bayesian network's weight samples).
 
     With `compact_attack` the attack runs on `net.attack_fn()` (the inference-mode network
     without its pruned units, equal up to float rounding), else through the masked layers.
+    `net`: the attacked network, by default the trained one (AWT attacks its teacher).
     """
     if seed is not None:  # the attacks take one integer seed
       seed = tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
-    model_fn = (self.net.attack_fn() if self.compact_attack
-                else lambda t, **kw: self.net(t, training=False, **kw))
+    net = self.net if net is None else net
+    model_fn = (net.attack_fn() if self.compact_attack
+                else lambda t, **kw: net(t, training=False, **kw))
     return (craft or self.objective.attack)(model_fn, x, y, seed, self.attack_args)
 
   def step_seeds(self, counter, n):

@@ -170,7 +170,7 @@ def plot_layer_vulnerability(results, names, path):
 def _describe(name, run, result):
   att = result.get("attack") or {}
   what = att.get("name", "?")
-  if what == "strongest":
+  if len(att.get("attacks", [])) > 1:
     what = "worst case of " + "/".join(att.get("attacks", []))
   parts = [f"{result.get('dataset', '?')}",
            f"white box {what} eps={att.get('eps')} step={att.get('step_size')} "
@@ -247,7 +247,7 @@ def run_report(cfg):
   per_attack = attack_table(results, names)
   if per_attack:
     lines[-2:-2] = ["## Robust accuracy per attack", "",
-                    "White-box accuracy (%) under each attack of `--attack=strongest`; the worst "
+                    "White-box accuracy (%) under each attack of `--attack` (`strongest` or a list); the worst "
                     "case counts an example as robust only if every attack fails on it.", "",
                     per_attack]
   lines += [_describe(n, run, r) for n, run, r in zip(names, runs, results)]

@@ -37,9 +37,11 @@ def build_net(cfg):
   """The (masked) network of a resolved config, built on the dataset's input shape."""
   info = dataset_info(cfg.dataset)
   # Adv-BNN: Bayesian conv/dense layers, prior N(0, sigma_0^2), initial posterior sigma.
+  # AWT's search (anp.awt): HYDRA's unstructured layers, the mask from the weights' magnitudes.
   variant = (dict(bayes=(cfg.bnn_prior_sigma, cfg.bnn_init_sigma)) if cfg.method == "at_bnn"
              else dict(hydra=cfg.hydra_granularity, prune_ratio=cfg.prune_ratio)
-             if cfg.method == "hydra" else {})
+             if cfg.method == "hydra" else dict(hydra="weight", prune_ratio=cfg.prune_ratio)
+             if cfg.method == "awt" else {})
   if architecture(cfg.dataset) == "lenet":
     net = LeNet5(info.n_classes, masked=cfg.masked, threshold=cfg.thres,
                  bias_init=cfg.bias_init, **variant)

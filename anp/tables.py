@@ -14,7 +14,10 @@ TABLE_COLUMNS = ("Model", "Clean Acc.", "White Box Adversarial acc.",
                  "Black Box Vulnerability", "Memory", "Flops", "Sparsity")
 METHOD_NAMES = {"standard": "Standard", "at": "AT", "trades": "TRADES", "bp": "BP",
                 "anp": "ANP", "anp_vs": "ANP-VS", "at_bnn": "Adv-BNN",
-                "hydra": "HYDRA", "admm": "ADMM (before hard pruning)"}
+                "hydra": "HYDRA", "admm": "ADMM (before hard pruning)", "awt": "AWT search"}
+# A HYDRA finetune row named after the run it finetunes: ADMM's hard pruning (magnitude
+# scores), AWT's ticket (its learned mask).
+SOURCE_NAMES = {"admm": "ADMM", "awt": "AWT"}
 
 
 def model_name(result):
@@ -49,16 +52,17 @@ def hydra_settings(cfg):
   source = hydra.init_run_config(cfg.init_from) if cfg.init_from else None
   return dict(stage=cfg.hydra_stage, scores=cfg.hydra_scores,
               granularity=cfg.hydra_granularity, objective=cfg.hydra_objective,
-              prune_ratio=cfg.prune_ratio,
-              after_admm=bool(source and source.method == "admm"))
+              prune_ratio=cfg.prune_ratio, source_method=source.method if source else None)
 
 
 def hydra_name(settings):
-  """'HYDRA', 'LWM' (magnitude scores) or 'ADMM' (magnitude scores after an ADMM run), e.g.
-  'HYDRA 90% channels (prune stage)'."""
+  """'HYDRA', 'LWM' (magnitude scores), 'ADMM' (magnitude scores after an ADMM run) or 'AWT'
+  (an AWT search run finetuned), e.g. 'HYDRA 90% channels (prune stage)', 'AWT 90%'."""
   name = "LWM" if settings["scores"] == "magnitude" else "HYDRA"
-  if settings.get("after_admm"):
-    name = "ADMM"
+  # `after_admm`: the eval.json files written before `source_method`.
+  source = settings.get("source_method") or ("admm" if settings.get("after_admm") else None)
+  if source == "admm" or (source == "awt" and settings["scores"] == "learned"):
+    name = SOURCE_NAMES[source]
   name += f" {100 * settings['prune_ratio']:g}%"
   if settings["granularity"] == "channel":
     name += " channels"
@@ -99,14 +103,15 @@ def table_row(result, name=None):
 def format_table(result):
   """The printed summary: accuracies and sparsity in percent, as the paper's tables."""
   att = result["attack"]
-  label = "strongest of " + "/".join(att["attacks"]) if att["name"] == "strongest" else \
+  several = len(att.get("attacks", ())) > 1  # --attack=strongest or a list
+  label = "strongest of " + "/".join(att["attacks"]) if several else \
       f"{att['name'].upper()}-{att['steps']}"
   if att.get("restarts", 1) > 1:
     label += f" x{att['restarts']} restarts"
   bb = result.get("blackbox")
   rows = [("Clean acc. (%)", _fmt(result["clean_acc"], ".2f", 100)),
           (f"White box acc. (%), {label}", _fmt(result["adv_acc"], ".2f", 100))]
-  if att["name"] == "strongest":
+  if several:
     rows += [(f"  {k} acc. (%)", _fmt(v, ".2f", 100)) for k, v in result["per_attack"].items()]
   rows += [("Black box acc. (%)", _fmt(bb and bb["adv_acc"], ".2f", 100)),
            ("White box vulnerability", _fmt(result["vulnerability"], ".3f")),

@@ -16,8 +16,9 @@ import time
 import keras
 import tensorflow as tf
 
-from anp import admm, data, distribute, hydra
-from anp.config import ADMM_RUN_KEYS, HYDRA_RUN_KEYS, RUN_KEYS, Config, run_config_path
+from anp import admm, awt, data, distribute, hydra
+from anp.config import (ADMM_RUN_KEYS, AWT_RUN_KEYS, HYDRA_RUN_KEYS, RUN_KEYS, Config,
+                        run_config_path)
 from anp.progress import Progress
 from anp.model import AdversarialTrainer, adam, staircase
 from anp.objectives import SampledCE, Trades
@@ -40,6 +41,8 @@ def make_trainer(net, cfg, n_train, total_steps):
   # layers too); bfloat16 has float32's range and needs none.
   scaled = keras.mixed_precision.global_policy().name == "mixed_float16"
   wrap = keras.optimizers.LossScaleOptimizer if scaled else (lambda opt: opt)
+  if cfg.method == "awt":
+    return _awt_trainer(net, cfg, n_train, total_steps, wrap)
   trained = None
   if cfg.method == "hydra":  # one optimizer over the stage's variables (anp.hydra)
     trained = (hydra.stage_variables(net, cfg.hydra_stage), [])
@@ -68,6 +71,20 @@ def make_trainer(net, cfg, n_train, total_steps):
   return trainer
 
 
+def _awt_trainer(net, cfg, n_train, total_steps, wrap):
+  """AWT's search (anp.awt): a frozen dense teacher, one Adam (NTT's constant 5e-4) over the
+  student's weights, not its scores."""
+  weight_opt = wrap(adam(awt.LEARNING_RATE))
+  weight_opt.build(net.weight_variables)
+  trainer = awt.AwtTrainer(
+      net, awt.teacher_net(cfg), kernel_weight=cfg.awt_kernel_weight, l2=cfg.awt_l2,
+      ntk_examples=cfg.awt_ntk_examples, remask_every=cfg.awt_remask_every,
+      total_steps=total_steps, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,
+      attack_steps=cfg.train_attack_steps, seed=cfg.seed, compact_attack=cfg.compact_attack)
+  trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
+  return trainer
+
+
 def objective(cfg):
   """The objective object of a method (`anp.objectives`); None: the trainer's MixedCE."""
   if cfg.method == "trades" or (cfg.method == "hydra" and cfg.hydra_objective == "trades"):
@@ -92,7 +109,8 @@ def check_run_dir(cfg):
   if not os.path.isfile(cfg_path):
     return
   saved = Config.load(cfg_path).resolved()
-  keys = RUN_KEYS + {"hydra": HYDRA_RUN_KEYS, "admm": ADMM_RUN_KEYS}.get(cfg.method, ())
+  keys = RUN_KEYS + {"hydra": HYDRA_RUN_KEYS, "admm": ADMM_RUN_KEYS,
+                     "awt": AWT_RUN_KEYS}.get(cfg.method, ())
   differ = [k for k in keys if getattr(saved, k) != getattr(cfg, k)]
   if differ:
     was = " ".join(f"--{k}={getattr(saved, k)}" for k in differ)
@@ -174,7 +192,8 @@ def run_train(cfg, arrays=None):
       net=net, optimizer=trainer.optimizer,
       mask_optimizer=trainer.mask_optimizer or tf.train.Checkpoint(), epoch=epoch_var,
       metrics=[v.value for m in trainer.metrics for v in m.variables],
-      **({"admm": trainer.admm.checkpoint()} if trainer.admm else {}))
+      **({"admm": trainer.admm.checkpoint()} if trainer.admm else {}),
+      **({"teacher": trainer.teacher} if cfg.method == "awt" else {}))
   # Every worker saves (distributed variables need all of them); only the chief's is kept.
   manager = tf.train.CheckpointManager(
       ckpt, cfg.model_dir if chief else distribute.worker_dir(cfg.model_dir, strategy),
@@ -196,6 +215,8 @@ def run_train(cfg, arrays=None):
       hydra.after_init(net, cfg)
   if trainer.admm and not latest:
     trainer.admm.reset()  # Z from the starting weights
+  if cfg.method == "awt" and not latest:
+    trainer.start()  # the teacher and the first mask from the starting weights
   records = _log_lines(log_path, epoch)
   if chief:
     for stale in ("eval.json", "eval.md"):
@@ -232,7 +253,7 @@ def run_train(cfg, arrays=None):
                   sparsity=net.sparsity(),
                   **{m.name: float(m.result()) for m in trainer.metrics},
                   **_validate(trainer, val_step, val_ds, epoch))
-    weights = hydra.weight_efficiency(net) if cfg.method == "hydra" else None
+    weights = hydra.weight_efficiency(net) if cfg.method in ("hydra", "awt") else None
     if weights:
       record["weight_sparsity"] = weights["sparsity"]
     if trainer.admm:  # before the log and the checkpoint, as the rest of the epoch

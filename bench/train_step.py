@@ -1,7 +1,8 @@
 """Speed of the ANP-VS train step: images/s, ms/step and model GFLOP/s against a measured peak.
 
   python bench/train_step.py [--models=lenet,vgg] [--sparsity=0,0.8] [--compact=false,true]
-                             [--steps=20] [--vgg_steps=3] [--model_dir=RUN]
+                             [--steps=20] [--vgg_steps=3] [--model_dir=RUN] [--method=anp_vs]
+                             [--strategy=default|cpu_split]
 
 Prints one JSON object for the machine's peak, then one per configuration (model x sparsity x
 compact attack). The step is the compiled `AdversarialTrainer.train_step` (PGD on the
@@ -12,6 +13,10 @@ Sparsity: the fraction of units of every mask site pruned at random (`bench.comm
 --model_dir the weights and masks of a real run (LeNet). `compact` crafts PGD on
 `net.attack_fn()` (pruned units removed, masks folded; LeNet's has fast conv1 and pooling
 gradients), `false` through the masked layers as before.
+
+--strategy=cpu_split times the step as `main.py --strategy=cpu_split` runs it (the CPU as
+--cpu_replicas single-threaded logical devices under MirroredStrategy, `anp.distribute`); run
+it in its own process (the CPU is configured before TF starts).
 
 Work per step is counted as batch * F * (2 * attack_steps + 4 * 2), F the forward FLOPs of one
 image of the unpruned net: each PGD step is a forward and a backward pass to the input (~2F),
@@ -32,6 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from anp import distribute  # noqa: E402
 from anp.config import Config  # noqa: E402
 from anp.data import dataset_info  # noqa: E402
 from anp.efficiency import forward_flops  # noqa: E402
@@ -46,6 +52,12 @@ flags.DEFINE_string("model_dir", None, "Time LeNet with the weights and masks of
 flags.DEFINE_integer("steps", 20, "Timed steps for LeNet.")
 flags.DEFINE_integer("vgg_steps", 3, "Timed steps for VGG-16.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.")
+flags.DEFINE_enum("method", "anp_vs", ["anp_vs", "anp", "at"], "The trainer's method.")
+flags.DEFINE_enum("strategy", "default", ["default", "cpu_split"], "default: one device; "
+                  "cpu_split: as main.py --strategy=cpu_split.")
+flags.DEFINE_integer("cpu_replicas", 2, "Replicas of --strategy=cpu_split.")
+flags.DEFINE_float("peak", None, "Use this GFLOP/s peak instead of measuring it (under "
+                   "cpu_split the process runs one thread per op: pass the default run's).")
 flags.DEFINE_boolean("stock_ops", False,
                      "LeNet's attack_fn with TF's own conv1 and max-pool gradients instead of "
                      "models/ops.py (to measure what those save).")
@@ -55,23 +67,24 @@ CONFIGS = {"lenet": dict(dataset="mnist", attack_steps=20),
            "vgg": dict(dataset="cifar10", attack_steps=10)}
 
 
-def bench(name, steps, peak, sparsity, compact):
+def bench(name, steps, peak, sparsity, compact, strategy):
   spec = CONFIGS[name]
-  cfg = Config(dataset=spec["dataset"], method="anp_vs", batch_size=64,
+  cfg = Config(dataset=spec["dataset"], method=FLAGS.method, batch_size=64,
                train_attack_steps=spec["attack_steps"], jit_compile=FLAGS.jit_compile,
                compact_attack=compact).resolved()
   info = dataset_info(cfg.dataset)
   tf.random.set_seed(0)
   dense = build_net(cfg)  # unpruned: the work is counted on it
-  net = build_net(cfg)
-  if FLAGS.model_dir and name == "lenet":
-    restore_net(net, FLAGS.model_dir, "--model_dir")
-  else:
-    prune_at_random(net, sparsity)
-  trainer = make_trainer(net, cfg, info.n_train, total_steps=10_000)
+  with distribute.scope(strategy):
+    net = build_net(cfg)
+    if FLAGS.model_dir and name == "lenet":
+      restore_net(net, FLAGS.model_dir, "--model_dir")
+    elif net.masks:
+      prune_at_random(net, sparsity)
+    trainer = make_trainer(net, cfg, info.n_train, total_steps=10_000)
   x = tf.random.uniform((cfg.batch_size,) + info.image_shape)
   y = tf.random.uniform([cfg.batch_size], 0, info.n_classes, tf.int32)
-  step = tf.function(trainer.train_step, jit_compile=cfg.jit_compile)
+  step = distribute.train_step(strategy, trainer, cfg.jit_compile)
   for _ in range(2):  # trace + warm up
     logs = step((x, y))
   float(logs["loss"])
@@ -83,7 +96,8 @@ def bench(name, steps, peak, sparsity, compact):
   ms = 1000 * float(np.median(times))
   flops_per_image = forward_flops(lambda t: dense(t, training=False), info.image_shape)
   work = cfg.batch_size * flops_per_image * (2 * cfg.train_attack_steps + 4 * 2)
-  return dict(model=f"{name}/{cfg.dataset}", batch=cfg.batch_size,
+  return dict(model=f"{name}/{cfg.dataset}", method=cfg.method, strategy=FLAGS.strategy,
+              batch=cfg.batch_size,
               attack_steps=cfg.train_attack_steps, compact_attack=compact,
               sparsity=round(net.sparsity(), 4), units_kept=net.n_active(),
               images_per_s=round(cfg.batch_size / ms * 1000, 1), ms_per_step=round(ms, 2),
@@ -101,16 +115,18 @@ def use_stock_ops():
 
 
 def main(_):
+  strategy = (distribute.cpu_split_strategy(FLAGS.cpu_replicas)
+               if FLAGS.strategy == "cpu_split" else None)  # before any TF work
   if FLAGS.stock_ops:
     use_stock_ops()
-  peak = peak_gflops()
+  peak = dict(peak=FLAGS.peak, given=True) if FLAGS.peak else peak_gflops()
   print(json.dumps(dict(peak_gflops=peak, device=device())), flush=True)
   for name in FLAGS.models:
     steps = FLAGS.vgg_steps if name == "vgg" else FLAGS.steps
     for sparsity in map(float, FLAGS.sparsity):
       for compact in FLAGS.compact:
         print(json.dumps(bench(name, steps, peak["peak"], sparsity,
-                               compact.lower() == "true")), flush=True)
+                               compact.lower() == "true", strategy)), flush=True)
 
 
 if __name__ == "__main__":

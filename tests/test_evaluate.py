@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import attack_specs, evaluate, sanity, sap, tables
+from anp import attack_specs, eval_net, evaluate, sanity, sap, tables
 from anp.config import Config
 from anp.errors import UserError
 from anp.runs import load_run
@@ -112,6 +112,18 @@ def test_strongest_is_the_per_example_worst_case(runs):
   assert per["apgd-ce"] <= per["pgd"] + 0.02  # APGD is not weaker than PGD
   assert result["adv_acc"] < result["clean_acc"]
   assert result["attack"]["name"] == "strongest"
+  # A list: the worst case of those attacks, each one's accuracy the same as alone.
+  pair = evaluate.run_eval(eval_cfg(runs["target"], attack="pgd,apgd-ce"), mnist_slice(),
+                           verbose=False)
+  assert list(pair["per_attack"]) == ["pgd", "apgd-ce"]
+  assert pair["adv_acc"] <= min(pair["per_attack"].values())
+  assert pair["adv_acc"] >= result["adv_acc"] - 0.02  # fewer attacks: not stronger
+  alone = evaluate.run_eval(eval_cfg(runs["target"], attack="apgd-ce"), mnist_slice(),
+                            verbose=False)  # APGD has no random start: deterministic
+  assert alone["adv_acc"] == pair["per_attack"]["apgd-ce"]
+  assert "strongest of pgd/apgd-ce" in tables.format_table(pair)
+  with pytest.raises(UserError, match="--attack: expected strongest or one or more"):
+    eval_cfg(runs["target"], attack="pgd,bogus").resolved()
 
 
 class InputQuantized:
@@ -186,7 +198,7 @@ def test_restarts_and_each_single_attack_run(runs):
   for name in attack_specs.ATTACKS:
     spec = attack_specs.AttackSpec(name, eps=0.1, step_size=0.01, steps=10,
                                    restarts=2 if name == "pgd" else 1)
-    r = evaluate.evaluate_net(net, ds.batch(64), attack_specs.make_attack(spec), 128,
+    r = eval_net.evaluate_net(net, ds.batch(64), attack_specs.make_attack(spec), 128,
                               verbose=False)
     accs[name] = r["adv_acc"]
     assert r["adv_acc"] <= r["clean_acc"] + 1e-9 and r["max_linf"] <= 0.1 + 1e-5, name
@@ -211,7 +223,7 @@ def test_compact_crafting_matches_crafting_through_the_layers(runs):
   ds = tf.data.Dataset.from_tensor_slices((x[:128].astype(np.float32) / 255.0, y[:128]))
   net, _ = load_run(runs["target"])
   spec = attack_specs.AttackSpec("pgd", eps=0.1, step_size=0.01, steps=10)
-  accs = [evaluate.evaluate_net(net, ds.batch(64), attack_specs.make_attack(spec), 128,
+  accs = [eval_net.evaluate_net(net, ds.batch(64), attack_specs.make_attack(spec), 128,
                                 verbose=False, compact=compact)["adv_acc"]
           for compact in (True, False)]
   assert abs(accs[0] - accs[1]) <= 2 / 128, accs
@@ -232,6 +244,30 @@ def test_sap_defense_is_random_and_named(runs):
   assert result["stochastic"] and result["defense"] == {"name": "sap", "frac": 1.0}
   assert any("eot_samples" in w for w in result["warnings"])
   assert tables.model_name(result) == "Standard + SAP"
+
+
+def test_sap_export_serves_a_new_sample_per_call_and_evaluates_as_sap(runs, tmp_path):
+  from anp.export import load_saved_model, run_export
+  with pytest.raises(UserError, match="--defense=sap: expected --mode=export"):
+    run_export(Config(mode="prune", model_dir=runs["target"], export_dir=str(tmp_path / "p"),
+                      defense="sap"))
+  plain = run_export(Config(mode="export", model_dir=runs["target"],
+                            export_dir=str(tmp_path / "plain")))["path"]
+  path = run_export(Config(mode="export", model_dir=runs["target"],
+                           export_dir=str(tmp_path / "sap"), defense="sap"))["path"]
+  x = tf.constant(mnist_slice()[2][:64], tf.float32) / 255.0
+  serve = load_saved_model(path).signatures["serving_default"]
+  a, b = (serve(images=x)["logits"].numpy() for _ in range(2))
+  assert not np.allclose(a, b)  # a new SAP sample per call
+  # Each sample is the trained net with SAP: it mostly agrees with the plain export.
+  clean = load_saved_model(plain).signatures["serving_default"](images=x)["classes"].numpy()
+  assert np.mean(a.argmax(1) == clean) > 0.8
+  result = evaluate.run_eval(eval_cfg(path, eot_samples=2, eval_examples=64), mnist_slice(),
+                             verbose=False)
+  assert result["stochastic"] and result["defense"] == {"name": "sap", "frac": 1.0}
+  assert tables.model_name(result) == "Standard + SAP"
+  assert not evaluate.run_eval(eval_cfg(plain, eval_examples=64), mnist_slice(),
+                               verbose=False)["stochastic"]
 
 
 def test_sanity_checks_compare_random_models_with_eot(runs):
