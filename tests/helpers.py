@@ -20,3 +20,32 @@ def mnist_slice(n_train=2048, n_test=512):
   x_tr, y_tr, x_te, y_te = load_arrays("mnist", SHARED_DATA)
   return (np.ascontiguousarray(x_tr[:n_train]), y_tr[:n_train],
           np.ascontiguousarray(x_te[:n_test]), y_te[:n_test])
+
+
+def interrupted_and_resumed(run, straight, split, monkeypatch):
+  """`run(model_dir)` (a 2-epoch training of 3 steps per epoch, checkpoints every 2 steps)
+  uninterrupted in `straight`, and in `split` stopped by a KeyboardInterrupt at epoch 2's
+  second step (ckpt-4 saved), then run again. Returns (straight's log, split's log) and
+  asserts that every checkpoint tensor of the two runs is equal; the names are returned too."""
+  import pytest
+  import tensorflow as tf
+  from anp import train
+  log = run(straight)
+  update = train.Progress.update
+
+  def interrupt_at_step_5(self, done, *args, **kw):
+    if self.prefix.startswith("epoch 2/") and done == 2:
+      raise KeyboardInterrupt
+    return update(self, done, *args, **kw)
+  monkeypatch.setattr(train.Progress, "update", interrupt_at_step_5)
+  with pytest.raises(KeyboardInterrupt):
+    run(split)
+  monkeypatch.setattr(train.Progress, "update", update)
+  assert tf.train.latest_checkpoint(split).endswith("ckpt-4")
+  resumed = run(split)
+  a, b = (tf.train.load_checkpoint(tf.train.latest_checkpoint(p)) for p in (straight, split))
+  names = [n for n, _ in tf.train.list_variables(tf.train.latest_checkpoint(straight))
+           if not n.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")]
+  for name in names:
+    np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name), err_msg=name)
+  return log, resumed, names

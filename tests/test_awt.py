@@ -14,7 +14,7 @@ from anp.errors import UserError
 from anp.runs import RunError, build_net, load_run
 from anp.train import make_trainer, run_train
 from models.subnet import SubnetDense, kernel_of, n_kept, subnet_layers, topk_mask
-from tests.helpers import SHARED_DATA, have_real_data, mnist_slice
+from tests.helpers import SHARED_DATA, have_real_data, interrupted_and_resumed, mnist_slice
 
 needs_data = pytest.mark.skipif(not have_real_data(),
                                 reason=f"real MNIST not found in {SHARED_DATA}")
@@ -206,28 +206,10 @@ def test_search_resumes_exactly_and_keeps_its_settings(tmp_path, monkeypatch):
                              val_examples=0, awt_remask_every=2, model_dir=model_dir, **kw),
                      mnist_slice())
   straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
-  log = run(straight)
-
-  from anp import train
-  update = train.Progress.update
-
-  def interrupt_at_step_5(self, done, *args, **kw):  # epoch 2's second step; ckpt-4 is saved
-    if self.prefix.startswith("epoch 2/") and done == 2:
-      raise KeyboardInterrupt
-    return update(self, done, *args, **kw)
-  monkeypatch.setattr(train.Progress, "update", interrupt_at_step_5)
-  with pytest.raises(KeyboardInterrupt):
-    run(split)
-  monkeypatch.setattr(train.Progress, "update", update)
-  assert tf.train.latest_checkpoint(split).endswith("ckpt-4")
-  assert run(split) == log
+  log, resumed, names = interrupted_and_resumed(run, straight, split, monkeypatch)
+  assert resumed == log
   assert {"awt_ntk_distance", "weight_sparsity"} <= set(log[-1])
-  a, b = (tf.train.load_checkpoint(tf.train.latest_checkpoint(p)) for p in (straight, split))
-  names = [n for n, _ in tf.train.list_variables(tf.train.latest_checkpoint(straight))
-           if not n.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")]
   assert any(n.startswith("teacher/") for n in names) and any("scores" in n for n in names)
-  for name in names:
-    np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name), err_msg=name)
   with pytest.raises(RunError, match="--awt_l2=1e-05, not --awt_l2=0.001"):
     run(straight, awt_l2=1e-3)
 
