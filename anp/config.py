@@ -8,6 +8,8 @@ from anp.errors import UserError
 
 METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs", "at_bnn", "hydra", "admm",
            "awt")
+# Methods that train on adversarial examples (AdversarialTrainer.adversarial).
+ADVERSARIAL_METHODS = ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm", "awt")
 PREPROCESS = ("pixel", "original")
 BIAS_INITS = ("glorot", "zeros")
 DEFENSES = ("none", "sap")
@@ -205,7 +207,7 @@ class Config:
 
   @property
   def adversarial(self):
-    return self.method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm", "awt")
+    return self.method in ADVERSARIAL_METHODS
 
   @property
   def masked(self):

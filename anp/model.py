@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from anp import losses
+from anp.config import ADVERSARIAL_METHODS
 from anp.objectives import MixedCE
 
 
@@ -76,8 +77,7 @@ class AdversarialTrainer(keras.Model):
     super().__init__(**kwargs)
     self.net = net
     self.method = method
-    self.adversarial = method in ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm",
-                                  "awt")
+    self.adversarial = method in ADVERSARIAL_METHODS
     self.use_vs = method in ("at", "anp_vs") and lambda_vs > 0
     if method in ("bp", "anp", "anp_vs") and not net.masks:
       raise ValueError(f"Method {method!r} needs a network built with masked=True.")
