@@ -186,7 +186,8 @@ class AwtTrainer(AdversarialTrainer):
     net = self.net
     attack_seed, v_seed = self.step_seeds(self.optimizer.iterations, 2)
     x_adv = tf.stop_gradient(
-        self.make_adversarial(x, y, attack_seed, self.objective.craft, net=self.teacher))
+        self.make_adversarial(x, y, attack_seed, self.objective.craft, net=self.teacher,
+                              dtype=self.attack_dtype))
     v = direction(v_seed, int(net.n_classes))
     with fixed_masks(net, hydra_masks(net)):  # the scores do not move within a step
       logits = net(x, training=False)

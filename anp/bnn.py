@@ -95,8 +95,8 @@ class BnnEnsemble:
   def n_active(self):
     return self.net.n_active()
 
-  def attack_fn(self):
-    return self.net.attack_fn()
+  def attack_fn(self, dtype=tf.float32):
+    return self.net.attack_fn(dtype)
 
   def __call__(self, x, training=False, return_features=False, **kwargs):
     del training

@@ -13,6 +13,7 @@ ADVERSARIAL_METHODS = ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm
 PREPROCESS = ("pixel", "original")
 BIAS_INITS = ("glorot", "zeros")
 DEFENSES = ("none", "sap")
+ATTACK_DTYPES = ("float32", "bfloat16")
 HYDRA_STAGES = ("prune", "finetune")
 HYDRA_SCORES = ("learned", "magnitude")
 HYDRA_GRANULARITIES = ("weight", "channel")
@@ -77,6 +78,7 @@ class Config:
   val_examples: int | None = None
   jit_compile: bool = False
   compact_attack: bool = True
+  train_attack_dtype: str = "float32"
   checkpoint_every: int | None = None
   # Evaluation suite (--mode=eval) and the other modes.
   attack: str = "pgd"
@@ -155,6 +157,14 @@ class Config:
     need(not (self.jit_compile and self.strategy != "default"), "jit_compile",
          "--strategy=default (XLA compiles the one-device step; under a strategy the "
          "optimizers' all-reduce is outside it)", f"--strategy={self.strategy}")
+    need(self.train_attack_dtype in ATTACK_DTYPES, "train_attack_dtype",
+         "one of " + ", ".join(ATTACK_DTYPES), self.train_attack_dtype)
+    need(self.train_attack_dtype == "float32" or (
+        self.compact_attack and self.dataset in ("mnist", "fashion_mnist")
+        and self.method != "at_bnn"), "train_attack_dtype",
+         "float32 except for LeNet5 (MNIST, Fashion-MNIST) with --compact_attack and "
+         "deterministic weights (bfloat16 runs in LeNet5's compact attack function only)",
+         self.train_attack_dtype)
     need(self.sap_frac > 0, "sap_frac", "a number > 0", self.sap_frac)
     for flag, values in (("hydra_stage", HYDRA_STAGES), ("hydra_scores", HYDRA_SCORES),
                          ("hydra_granularity", HYDRA_GRANULARITIES),
@@ -236,8 +246,9 @@ RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from",
             "thres", "eps", "step_size", "train_attack_steps", "compact_attack",
             # None unless --method=at_bnn (or given): runs saved before they existed match.
             "bnn_prior_sigma", "bnn_init_sigma",
-            # Added later too; absent from older config.json files, whose runs load it as False.
-            "mixed_precision")
+            # Added later too; absent from older config.json files, whose runs load them with
+            # their defaults (False, float32): what those runs used.
+            "mixed_precision", "train_attack_dtype")
 
 
 # Also part of a HYDRA run's identity (checked for --method=hydra only, so that the run

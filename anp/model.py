@@ -73,7 +73,8 @@ class AdversarialTrainer(keras.Model):
   def __init__(self, net, *, method, n_train, eps=0.3, step_size=0.01, attack_steps=20,
                adv_weight=2.0, beta=1.0, lambda_vs=0.0, weight_decay=1e-4,
                clip_min=0.0, clip_max=1.0, mask_optimizer=None, seed=None, compact_attack=True,
-               objective=None, trained_variables=None, regularizer=None, **kwargs):
+               attack_dtype="float32", objective=None, trained_variables=None, regularizer=None,
+               **kwargs):
     super().__init__(**kwargs)
     self.net = net
     self.method = method
@@ -91,6 +92,7 @@ class AdversarialTrainer(keras.Model):
     self.mask_optimizer = mask_optimizer
     self.seed = None if seed is None else int(seed)
     self.compact_attack = bool(compact_attack)
+    self.attack_dtype = tf.as_dtype(attack_dtype)  # of the training attack only
     # (weight optimizer's, mask optimizer's) variables: by default the weights and the
     # beta-Bernoulli mask parameters; a HYDRA stage trains its own set with one optimizer.
     self.trained_variables = trained_variables
@@ -109,7 +111,7 @@ class AdversarialTrainer(keras.Model):
   def call(self, x, training=False):
     return self.net(x, training=training)
 
-  def make_adversarial(self, x, y, seed=None, craft=None, net=None):
+  def make_adversarial(self, x, y, seed=None, craft=None, net=None, dtype=tf.float32):
     """Adversarial examples of `craft(model_fn, x, y, seed, attack_args)` (an objective's),
     by default the objective's validation attack (PGD on the cross-entropy); `seed`
     (shape-[2] ints) fixes the random start (and a Bayesian network's weight samples).
@@ -117,11 +119,13 @@ class AdversarialTrainer(keras.Model):
     With `compact_attack` the attack runs on `net.attack_fn()` (the inference-mode network
     without its pruned units, equal up to float rounding), else through the masked layers.
     `net`: the attacked network, by default the trained one (AWT attacks its teacher).
+    `dtype`: of the compact function's passes (`LeNet5.attack_fn`); train_step passes
+    `attack_dtype`, validation keeps float32.
     """
     if seed is not None:  # the attacks take one integer seed
       seed = tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
     net = self.net if net is None else net
-    model_fn = (net.attack_fn() if self.compact_attack
+    model_fn = (net.attack_fn(dtype) if self.compact_attack
                 else lambda t, **kw: net(t, training=False, **kw))
     return (craft or self.objective.attack)(model_fn, x, y, seed, self.attack_args)
 
@@ -146,7 +150,8 @@ class AdversarialTrainer(keras.Model):
   def train_step(self, data):
     x, y = data
     attack_seed, clean_seed, adv_seed = self.step_seeds(self.optimizer.iterations, 3)
-    x_adv = (tf.stop_gradient(self.make_adversarial(x, y, attack_seed, self.objective.craft))
+    x_adv = (tf.stop_gradient(self.make_adversarial(
+        x, y, attack_seed, self.objective.craft, dtype=self.attack_dtype))
              if self.adversarial else None)
     net = self.net
     weights, mask_vars = self._variables()

@@ -64,7 +64,8 @@ def make_trainer(net, cfg, n_train, total_steps):
       attack_steps=cfg.train_attack_steps, adv_weight=cfg.adv_weight, beta=cfg.beta,
       lambda_vs=cfg.lambda_vs, weight_decay=cfg.weight_decay, mask_optimizer=mask_opt,
       seed=cfg.seed, compact_attack=cfg.compact_attack,
-      objective=objective(cfg), trained_variables=trained,
+      attack_dtype=cfg.train_attack_dtype, objective=objective(cfg),
+      trained_variables=trained,
       regularizer=admm_state and admm_state.penalty)
   trainer.admm = admm_state
   trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
@@ -80,7 +81,8 @@ def _awt_trainer(net, cfg, n_train, total_steps, wrap):
       net, awt.teacher_net(cfg), kernel_weight=cfg.awt_kernel_weight, l2=cfg.awt_l2,
       ntk_examples=cfg.awt_ntk_examples, remask_every=cfg.awt_remask_every,
       total_steps=total_steps, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,
-      attack_steps=cfg.train_attack_steps, seed=cfg.seed, compact_attack=cfg.compact_attack)
+      attack_steps=cfg.train_attack_steps, seed=cfg.seed, compact_attack=cfg.compact_attack,
+      attack_dtype=cfg.train_attack_dtype)
   trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
   return trainer
 

@@ -13,7 +13,14 @@ tag() { sed -u "s/^{/{\"code\": \"$1\", /"; }
 run_old() { (cd "$tmp/old" && python "$@" 2>/dev/null) | grep '^{' | tag old; }
 run_new() { (cd "$repo" && python "$@" 2>/dev/null) | grep '^{' | tag new; }
 run_old bench/train_step.py --models=lenet --steps=20
-run_new bench/train_step.py --models=lenet --steps=20 --sparsity=0,0.8 --compact=false,true
+run_new bench/train_step.py --models=lenet --steps=20 --sparsity=0,0.8 --compact=false,true \
+    | tee "$tmp/new_train.jsonl"
+# --strategy=cpu_split runs one thread per op, so it cannot measure the peak: pass the above's.
+peak=$(python -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['peak_gflops']['peak'])" \
+    "$tmp/new_train.jsonl")
+run_new bench/train_step.py --models=lenet --steps=20 --sparsity=0,0.8 --strategy=cpu_split \
+    --peak="$peak"
 run_old bench/attack.py --models=lenet --attacks=pgd --reps=3
 run_new bench/attack.py --models=lenet --attacks=pgd --reps=3 --sparsity=0,0.8 --compact=false,true
+run_new bench/attack.py --models=lenet --attacks=pgd --reps=3 --sparsity=0,0.8 --strategy=cpu_split
 run_old bench/train_step.py --models=lenet --steps=20  # again: the run-to-run noise

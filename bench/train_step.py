@@ -2,7 +2,7 @@
 
   python bench/train_step.py [--models=lenet,vgg] [--sparsity=0,0.8] [--compact=false,true]
                              [--steps=20] [--vgg_steps=3] [--model_dir=RUN] [--method=anp_vs]
-                             [--strategy=default|cpu_split]
+                             [--strategy=default|cpu_split] [--train_attack_dtype=bfloat16]
 
 Prints one JSON object for the machine's peak, then one per configuration (model x sparsity x
 compact attack). The step is the compiled `AdversarialTrainer.train_step` (PGD on the
@@ -16,7 +16,8 @@ gradients), `false` through the masked layers as before.
 
 --strategy=cpu_split times the step as `main.py --strategy=cpu_split` runs it (the CPU as
 --cpu_replicas single-threaded logical devices under MirroredStrategy, `anp.distribute`); run
-it in its own process (the CPU is configured before TF starts).
+it in its own process (the CPU is configured before TF starts). --train_attack_dtype=bfloat16
+times the step with the training attack in bfloat16 (`main.py --train_attack_dtype`).
 
 Work per step is counted as batch * F * (2 * attack_steps + 4 * 2), F the forward FLOPs of one
 image of the unpruned net: each PGD step is a forward and a backward pass to the input (~2F),
@@ -55,6 +56,8 @@ flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.")
 flags.DEFINE_enum("method", "anp_vs", ["anp_vs", "anp", "at"], "The trainer's method.")
 flags.DEFINE_enum("strategy", "default", ["default", "cpu_split"], "default: one device; "
                   "cpu_split: as main.py --strategy=cpu_split.")
+flags.DEFINE_enum("train_attack_dtype", "float32", ["float32", "bfloat16"],
+                  "Type of the training attack's passes (LeNet's compact attack).")
 flags.DEFINE_integer("cpu_replicas", 2, "Replicas of --strategy=cpu_split.")
 flags.DEFINE_float("peak", None, "Use this GFLOP/s peak instead of measuring it (under "
                    "cpu_split the process runs one thread per op: pass the default run's).")
@@ -71,7 +74,9 @@ def bench(name, steps, peak, sparsity, compact, strategy):
   spec = CONFIGS[name]
   cfg = Config(dataset=spec["dataset"], method=FLAGS.method, batch_size=64,
                train_attack_steps=spec["attack_steps"], jit_compile=FLAGS.jit_compile,
-               compact_attack=compact).resolved()
+               compact_attack=compact,
+               train_attack_dtype=FLAGS.train_attack_dtype if name == "lenet" else "float32"
+               ).resolved()
   info = dataset_info(cfg.dataset)
   tf.random.set_seed(0)
   dense = build_net(cfg)  # unpruned: the work is counted on it
@@ -97,7 +102,7 @@ def bench(name, steps, peak, sparsity, compact, strategy):
   flops_per_image = forward_flops(lambda t: dense(t, training=False), info.image_shape)
   work = cfg.batch_size * flops_per_image * (2 * cfg.train_attack_steps + 4 * 2)
   return dict(model=f"{name}/{cfg.dataset}", method=cfg.method, strategy=FLAGS.strategy,
-              batch=cfg.batch_size,
+              batch=cfg.batch_size, train_attack_dtype=cfg.train_attack_dtype,
               attack_steps=cfg.train_attack_steps, compact_attack=compact,
               sparsity=round(net.sparsity(), 4), units_kept=net.n_active(),
               images_per_s=round(cfg.batch_size / ms * 1000, 1), ms_per_step=round(ms, 2),

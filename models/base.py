@@ -128,14 +128,18 @@ class MaskedNet(keras.Model):
       return x
     return mask(x, training=training, seed=self._site_seed(seed, self.masks.index(mask)))
 
-  def attack_fn(self):
+  def attack_fn(self, dtype=tf.float32):
     """x -> logits of the network in inference mode, for crafting attacks.
 
     Subclasses may return a faster function with the same values up to float rounding (e.g.
     without the pruned units); it is made once per batch and called at every attack step.
     A Bayesian network's function also takes `seed` (one weight sample per call); HYDRA's
-    top-k masks are computed here, once per batch.
+    top-k masks are computed here, once per batch. `dtype`: only LeNet's compact function
+    computes in another type than float32.
     """
+    if tf.as_dtype(dtype) != tf.float32:
+      raise ValueError(f"Expected dtype float32 for {type(self).__name__}'s attack function "
+                       f"(only LeNet5's compact one computes in bfloat16). Received: {dtype}")
     if self.bayes is not None:
       return lambda x, seed=None: self(x, training=False, seed=seed)
     if not self.hydra:

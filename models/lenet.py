@@ -54,7 +54,7 @@ class LeNet5(MaskedNet):
     logits = self._layer(self.dense4, self._apply(self.bbd4, x, training, seed), seed)
     return (logits, features) if return_features else logits
 
-  def attack_fn(self):
+  def attack_fn(self, dtype=tf.float32):
     """x -> inference-mode logits computed without the pruned units.
 
     The deterministic masks are folded into the weights (m * (Wx + b) = (m W) x + m b) and the
@@ -62,9 +62,12 @@ class LeNet5(MaskedNet):
     FLOPs; max-pooling comes before the ReLU (they commute), and conv1 and the pools take the
     fast gradients of `models.ops`. Logits equal `self(x)` up to float rounding.
     A Bayesian LeNet is attacked through its sampled layers (`MaskedNet.attack_fn`).
+    `dtype` (e.g. tf.bfloat16, `--train_attack_dtype`): the weights and every op of the
+    forward and backward pass in that type; x, the logits and so the input gradient stay
+    float32.
     """
     if self.bayes is not None:
-      return super().attack_fn()
+      return super().attack_fn(dtype)
     masks = ([m.inference_mask() for m in self.masks] if self.masks
              else [tf.ones([n]) for n in self.unit_counts])
     kept = [tf.reshape(tf.where(m > 0), [-1]) for m in masks]
@@ -88,15 +91,17 @@ class LeNet5(MaskedNet):
     b3 = tf.gather(self.dense3.bias, k4)
     w4 = tf.gather(kernel4, k4) * m4[:, None]
     b4 = self.dense4.bias
+    w1, b1, w2, b2, w3, b3, w4, b4 = (tf.cast(v, dtype) for v in (w1, b1, w2, b2, w3, b3, w4, b4))
 
     def logits(x):
+      x = tf.cast(x, dtype)
       with tf.name_scope("attack_conv1"):
         h = tf.nn.relu(max_pool_2x2(conv2d_one_channel(x, w1) + b1))
       with tf.name_scope("attack_conv2"):
         h = tf.nn.relu(max_pool_2x2(tf.nn.conv2d(h, w2, 1, "VALID") + b2))
       with tf.name_scope("attack_dense"):
         h = tf.gather(tf.reshape(h, [tf.shape(h)[0], -1]), inputs, axis=1)
-        return tf.nn.relu(h @ w3 + b3) @ w4 + b4
+        return tf.cast(tf.nn.relu(h @ w3 + b3) @ w4 + b4, tf.float32)
 
     return logits
 

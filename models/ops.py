@@ -34,10 +34,10 @@ def conv2d_one_channel(x, kernel):
     patches = tf.matmul(tf.reshape(dy, [-1, tf.shape(dy)[3]]), tf.reshape(kernel, [kh * kw, -1]),
                         transpose_b=True)                               # [B*Ho*Wo, kh*kw]
     d = tf.transpose(tf.reshape(patches, [b, ho, wo, kh, kw]), [0, 1, 3, 2, 4])  # b i p j q
-    d = tf.reshape(tf.reshape(d, [-1, wo * kw]) @ _col2im_matrix(wo, kw),
+    d = tf.reshape(tf.reshape(d, [-1, wo * kw]) @ tf.cast(_col2im_matrix(wo, kw), d.dtype),
                    [b, ho, kh, wo + kw - 1])                            # b i p J
     d = tf.transpose(d, [0, 3, 1, 2])                                   # b J i p
-    d = tf.reshape(tf.reshape(d, [-1, ho * kh]) @ _col2im_matrix(ho, kh),
+    d = tf.reshape(tf.reshape(d, [-1, ho * kh]) @ tf.cast(_col2im_matrix(ho, kh), d.dtype),
                    [b, wo + kw - 1, ho + kh - 1])                       # b J I
     dx = tf.transpose(d, [0, 2, 1])[..., None]
     dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel),

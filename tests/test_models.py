@@ -97,6 +97,36 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
     if masked:  # units really were pruned
       self.assertTrue(all(k < n for k, n in zip(net.n_active(), net.unit_counts)))
 
+  def test_lenet_bfloat16_attack_fn_is_float32_outside_and_close_inside(self):
+    net = _built(LeNet5(), (28, 28, 1))
+    x = tf.random.uniform([16, 28, 28, 1])
+    y = tf.range(16) % 10
+
+    def logits_and_grad(fn):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = fn(x)
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+      return logits, tape.gradient(loss, x)
+
+    (l32, g32), (l16, g16) = (logits_and_grad(net.attack_fn(d))
+                              for d in (tf.float32, tf.bfloat16))
+    self.assertEqual((l16.dtype, g16.dtype), (tf.float32, tf.float32))
+    # bfloat16 keeps 8 bits of mantissa: ~1% per op, not float32's 1e-7.
+    scale = float(tf.reduce_max(tf.abs(l32)))
+    self.assertAllClose(l16, l32, atol=0.05 * scale)
+    self.assertGreater(float(tf.reduce_max(tf.abs(l16 - l32))), 1e-6 * scale)  # really bf16
+    cos = tf.reduce_sum(g16 * g32) / (tf.norm(g16) * tf.norm(g32))
+    self.assertGreater(float(cos), 0.9)
+    # PGD moves along sign(g): nearly every pixel's step keeps its direction.
+    agree = tf.reduce_mean(tf.cast(tf.sign(g16) == tf.sign(g32), tf.float32))
+    self.assertGreater(float(agree), 0.85)
+
+  def test_only_lenet_attack_fn_takes_bfloat16(self):
+    net = _built(VGG(n_classes=10), (32, 32, 3))
+    with self.assertRaisesRegex(ValueError, "Expected dtype float32 for VGG"):
+      net.attack_fn(tf.bfloat16)
+
   def test_conv2d_one_channel_gradients_match_tf(self):
     x = tf.random.uniform([3, 11, 9, 1])
     k = tf.random.normal([5, 3, 1, 4])
