@@ -72,6 +72,28 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     for g in grads:
       self.assertGreater(float(tf.reduce_sum(tf.abs(g))), 0.0)
 
+  def test_bfloat16_training_attack_is_float32_outside_and_as_strong(self):
+    x = tf.random.stateless_uniform([16, 28, 28, 1], [3, 4])
+    y = tf.range(16) % 10
+    cfg = Config(dataset="mnist", method="anp_vs", train_attack_steps=10,
+                 train_attack_dtype="bfloat16").resolved()
+    trainer = make_trainer(build_net(cfg), cfg, n_train=1000, total_steps=10)
+    self.assertEqual(trainer.attack_dtype, tf.bfloat16)
+
+    def ce(t):
+      return float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+          y, trainer.net(t, training=False))))
+
+    a32, a16 = (trainer.make_adversarial(x, y, tf.constant([1, 2]), dtype=d)
+                for d in (tf.float32, tf.bfloat16))
+    self.assertEqual(a16.dtype, tf.float32)
+    self.assertLessEqual(float(tf.reduce_max(tf.abs(a16 - x))), cfg.eps + 1e-6)
+    self.assertGreater(float(tf.reduce_mean(tf.cast(a16 != a32, tf.float32))), 0)  # in bf16
+    gain32, gain16 = ce(a32) - ce(x), ce(a16) - ce(x)
+    self.assertGreater(gain32, 0)
+    self.assertGreater(gain16, 0.8 * gain32)
+    self.assertTrue(np.isfinite(float(trainer.train_step((x, y))["loss"])))
+
 
 def run_main(*args, timeout=600):
   return subprocess.run([sys.executable, os.path.join(REPO, "main.py"), *args],
@@ -85,6 +107,7 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
       (["--method=magic"], "method"),
       (["--eps=-0.1"], "eps"),
       (["--mode=fly"], "mode"),
+      (["--dataset=cifar10", "--train_attack_dtype=bfloat16"], "train_attack_dtype"),
   )
   def test_bad_flags_exit_nonzero_with_clear_message(self, args, flag):
     out = run_main(*args, "--epochs=1", timeout=120)
