@@ -5,7 +5,7 @@
 # unless the method defines its own start: AT-BNN and the AWT search start from random
 # initialisation; HYDRA, LWM and ADMM prune the 1-epoch "Pretrained AT" row. Evaluation: all
 # 10,000 test images, PGD-40 and APGD-CE (40 steps, eps 0.3) and their per-example worst case;
-# SAP (on Pretrained AT) naive (with sanity checks) vs EOT on the first 1000 test images.
+# SAP (on Pretrained AT) naive (with sanity checks) vs EOT on the first 500 test images.
 # Re-running skips what is done (training resumes, finished evaluations are kept).
 #   bash results/mnist_methods/run.sh      (from the repository root)
 set -euo pipefail
@@ -50,13 +50,16 @@ evaluate $BASE $R/standard --attack=pgd,apgd-ce
 for row in pretrained_at trades bp anp anp_vs at_bnn hydra lwm admm awt; do
   [ -d $R/$row ] && evaluate $R/$row $R/$row --attack=pgd,apgd-ce
 done
-# SAP on Pretrained AT, first 1000 test images, PGD-40 and APGD-CE: naive (one gradient
+# SAP on Pretrained AT, first 500 test images, PGD-40 and APGD-CE: naive (one gradient
 # sample per step) with the sanity checks, whose eot_does_not_help check must flag it, then
 # EOT (10 samples per step).
 evaluate $R/pretrained_at $R/sap_pretrained_at_eot1 --defense=sap --eot_samples=1 \
-    --attack=pgd,apgd-ce --eval_examples=1000 --sanity_checks
+    --attack=pgd,apgd-ce --eval_examples=500 --sanity_checks
 evaluate $R/pretrained_at $R/sap_pretrained_at_eot10 --defense=sap --eot_samples=10 \
-    --attack=pgd,apgd-ce --eval_examples=1000
+    --attack=pgd,apgd-ce --eval_examples=500
+# The same model without SAP on the same 500 images.
+evaluate $R/pretrained_at $R/pretrained_at_first500 --attack=pgd,apgd-ce --eval_examples=500
 python main.py --mode=report --report_dir=$R/report --runs=$(ls -d $R/standard $R/pretrained_at \
     $R/trades $R/bp $R/anp $R/anp_vs $R/at_bnn $R/hydra $R/lwm $R/admm $R/awt \
-    $R/sap_pretrained_at_eot1 $R/sap_pretrained_at_eot10 2>/dev/null | paste -sd,)
+    $R/pretrained_at_first500 $R/sap_pretrained_at_eot1 $R/sap_pretrained_at_eot10 2>/dev/null \
+    | paste -sd,)
