@@ -3,3 +3,7 @@
 
 class UserError(ValueError):
   """A bad flag value, file or directory; the message names it and what is accepted."""
+
+
+class DataError(UserError):
+  """Bad or missing data; the message names the file or flag and what was expected."""

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from anp import data
+from anp import data, raw_files
 from anp.data import DataError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -169,7 +169,7 @@ class RawReadTest(tf.test.TestCase, parameterized.TestCase):
     planes[0, 1] = 20  # green
     planes[0, 2] = 30  # blue
     planes[0, 0, 0, 1] = 99  # red, row 0, column 1
-    x, y = data.parse_cifar(cifar_bytes([7], planes), "hand")
+    x, y = raw_files.parse_cifar(cifar_bytes([7], planes), "hand")
     np.testing.assert_array_equal(x[0, 5, 5], [10, 20, 30])
     np.testing.assert_array_equal(x[0, 0, 1], [99, 20, 30])
     self.assertEqual(x[0, 1, 0, 0], 10)
