@@ -159,8 +159,9 @@ class Config:
          "optimizers' all-reduce is outside it)", f"--strategy={self.strategy}")
     need(self.train_attack_dtype in ATTACK_DTYPES, "train_attack_dtype",
          "one of " + ", ".join(ATTACK_DTYPES), self.train_attack_dtype)
+    from anp.runs import architecture  # late import: models pull in TF
     need(self.train_attack_dtype == "float32" or (
-        self.compact_attack and self.dataset in ("mnist", "fashion_mnist")
+        self.compact_attack and architecture(self.dataset) == "lenet"
         and self.method != "at_bnn"), "train_attack_dtype",
          "float32 except for LeNet5 (MNIST, Fashion-MNIST) with --compact_attack and "
          "deterministic weights (bfloat16 runs in LeNet5's compact attack function only)",

@@ -14,12 +14,17 @@ def have_real_data():
 
 
 @functools.lru_cache(maxsize=None)
-def mnist_slice(n_train=2048, n_test=512):
-  """(x_train, y_train, x_test, y_test) from the first examples of real MNIST."""
+def real_slice(dataset, n_train, n_test):
+  """(x_train, y_train, x_test, y_test) from the first examples of a real data set."""
   from anp.data import load_arrays
-  x_tr, y_tr, x_te, y_te = load_arrays("mnist", SHARED_DATA)
+  x_tr, y_tr, x_te, y_te = load_arrays(dataset, SHARED_DATA)
   return (np.ascontiguousarray(x_tr[:n_train]), y_tr[:n_train],
           np.ascontiguousarray(x_te[:n_test]), y_te[:n_test])
+
+
+def mnist_slice(n_train=2048, n_test=512):
+  """(x_train, y_train, x_test, y_test) from the first examples of real MNIST."""
+  return real_slice("mnist", n_train, n_test)
 
 
 def interrupted_and_resumed(run, straight, split, monkeypatch):

@@ -3,7 +3,6 @@ runs it: a few training steps, resume, --mode=eval, --mode=prune or export, --mo
 The MNIST tests check each method's maths; these check that a row differs from another only
 by --method on the paper's second network too."""
 
-import functools
 import json
 import os
 
@@ -13,19 +12,15 @@ import tensorflow as tf
 
 from anp import tables
 from anp.config import Config
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, real_slice
 
 CIFAR = os.path.join(SHARED_DATA, "cifar10")
 pytestmark = pytest.mark.skipif(not os.path.isdir(CIFAR),
                                 reason=f"real CIFAR-10 not found in {CIFAR}")
 
 
-@functools.lru_cache(maxsize=None)
-def cifar_slice(n_train=64, n_test=16):
-  from anp.data import load_arrays
-  x_tr, y_tr, x_te, y_te = load_arrays("cifar10", SHARED_DATA)
-  return (np.ascontiguousarray(x_tr[:n_train]), y_tr[:n_train],
-          np.ascontiguousarray(x_te[:n_test]), y_te[:n_test])
+def cifar_slice():
+  return real_slice("cifar10", 64, 16)
 
 
 def run(**kw):
