@@ -37,7 +37,8 @@ from anp.config import Config  # noqa: E402
 from anp.data import dataset_info  # noqa: E402
 from anp.eval_net import STEP_AXES, make_eval_step  # noqa: E402
 from anp.runs import build_net  # noqa: E402
-from bench.common import device, prune_at_random  # noqa: E402
+from bench.common import (  # noqa: E402
+    define_strategy_flags, device, prune_at_random, strategy_from_flags)
 
 flags.DEFINE_list("models", ["lenet", "vgg"], "Models: lenet (MNIST shapes), vgg (CIFAR-10).")
 flags.DEFINE_list("attacks", ["pgd", "apgd-ce"], "Attacks: pgd, apgd-ce, apgd-dlr, cw, fgsm.")
@@ -49,9 +50,7 @@ flags.DEFINE_integer("pgd_steps", 40, "PGD (and CW) iterations.", lower_bound=1)
 flags.DEFINE_integer("apgd_steps", 100, "APGD iterations.", lower_bound=1)
 flags.DEFINE_list("sparsity", ["0"], "Fractions of units pruned at random per mask site.")
 flags.DEFINE_list("compact", ["true"], "Values of --compact_attack to time: true, false.")
-flags.DEFINE_enum("strategy", "default", ["default", "cpu_split"], "default: one device; "
-                  "cpu_split: as main.py --mode=eval --strategy=cpu_split.")
-flags.DEFINE_integer("cpu_replicas", 2, "Replicas of --strategy=cpu_split.")
+define_strategy_flags(flags, "main.py --mode=eval")
 FLAGS = flags.FLAGS
 
 DATASETS = {"lenet": "mnist", "vgg": "cifar10"}
@@ -84,8 +83,7 @@ def bench(model, attack, batch, reps, sparsity, compact, strategy):
 
 
 def main(_):
-  strategy = (distribute.cpu_split_strategy(FLAGS.cpu_replicas)
-              if FLAGS.strategy == "cpu_split" else None)  # before any TF work
+  strategy = strategy_from_flags(FLAGS)  # before any TF work
   for model in FLAGS.models:
     if model not in DATASETS:
       raise app.UsageError(f"--models: unknown model {model!r}; expected lenet or vgg.")

@@ -1,4 +1,5 @@
-"""Shared pieces of the bench/ scripts: a measured compute peak, synthetic pruning, op times."""
+"""Shared pieces of the bench/ scripts: a measured compute peak, synthetic pruning, op times,
+the --strategy flags."""
 
 import collections
 import glob
@@ -9,6 +10,21 @@ import time
 import numpy as np
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+
+def define_strategy_flags(flags, runs_as):
+  """--strategy and --cpu_replicas, timed as `runs_as` (a main.py command line) runs them."""
+  flags.DEFINE_enum("strategy", "default", ["default", "cpu_split"], "default: one device; "
+                    f"cpu_split: as {runs_as} --strategy=cpu_split.")
+  flags.DEFINE_integer("cpu_replicas", 2, "Replicas of --strategy=cpu_split.")
+
+
+def strategy_from_flags(flags):
+  """The cpu_split strategy, or None (one device); call before any TF work."""
+  from anp import distribute  # pylint: disable=g-import-not-at-top
+  if flags.strategy != "cpu_split":
+    return None
+  return distribute.cpu_split_strategy(flags.cpu_replicas)
 
 
 def _best_gflops(fn, flops, reps):

@@ -44,7 +44,8 @@ from anp.data import dataset_info  # noqa: E402
 from anp.efficiency import forward_flops  # noqa: E402
 from anp.runs import build_net, restore_net  # noqa: E402
 from anp.train import make_trainer  # noqa: E402
-from bench.common import device, peak_gflops, prune_at_random  # noqa: E402
+from bench.common import (  # noqa: E402
+    define_strategy_flags, device, peak_gflops, prune_at_random, strategy_from_flags)
 
 flags.DEFINE_list("models", ["lenet", "vgg"], "Configurations to run: lenet, vgg.")
 flags.DEFINE_list("sparsity", ["0"], "Fractions of units pruned at random per mask site.")
@@ -54,16 +55,14 @@ flags.DEFINE_integer("steps", 20, "Timed steps for LeNet.")
 flags.DEFINE_integer("vgg_steps", 3, "Timed steps for VGG-16.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.")
 flags.DEFINE_enum("method", "anp_vs", ["anp_vs", "anp", "at"], "The trainer's method.")
-flags.DEFINE_enum("strategy", "default", ["default", "cpu_split"], "default: one device; "
-                  "cpu_split: as main.py --strategy=cpu_split.")
 flags.DEFINE_enum("train_attack_dtype", "float32", ["float32", "bfloat16"],
                   "Type of the training attack's passes (LeNet's compact attack).")
-flags.DEFINE_integer("cpu_replicas", 2, "Replicas of --strategy=cpu_split.")
 flags.DEFINE_float("peak", None, "Use this GFLOP/s peak instead of measuring it (under "
                    "cpu_split the process runs one thread per op: pass the default run's).")
 flags.DEFINE_boolean("stock_ops", False,
                      "LeNet's attack_fn with TF's own conv1 and max-pool gradients instead of "
                      "models/ops.py (to measure what those save).")
+define_strategy_flags(flags, "main.py")
 FLAGS = flags.FLAGS
 
 CONFIGS = {"lenet": dict(dataset="mnist", attack_steps=20),
@@ -120,8 +119,7 @@ def use_stock_ops():
 
 
 def main(_):
-  strategy = (distribute.cpu_split_strategy(FLAGS.cpu_replicas)
-               if FLAGS.strategy == "cpu_split" else None)  # before any TF work
+  strategy = strategy_from_flags(FLAGS)  # before any TF work
   if FLAGS.stock_ops:
     use_stock_ops()
   peak = dict(peak=FLAGS.peak, given=True) if FLAGS.peak else peak_gflops()
