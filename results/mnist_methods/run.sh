@@ -13,19 +13,7 @@ D=${DATA_DIR:-../shared/data}
 R=results/mnist_methods
 BASE=results/mnist/standard
 train() { python main.py --mode=train --data_dir=$D --epochs=1 "$@"; }
-evaluate() {  # evaluate RUN OUT [flags]: --mode=eval of RUN, its eval.json/md kept in OUT
-  local run=$1 out=$2; shift 2
-  [ -f "$out/eval.json" ] && return 0
-  local keep; keep=$(mktemp -d)
-  cp "$run"/eval.* "$keep"/ 2>/dev/null || true  # RUN's own evaluation stays as it was
-  python main.py --mode=eval --model_dir="$run" --data_dir=$D "$@"
-  mkdir -p "$out"
-  if [ "$run" != "$out" ]; then
-    mv "$run"/eval.json "$run"/eval.md "$out"/
-    cp "$keep"/* "$run"/ 2>/dev/null || true
-  fi
-  rm -rf "$keep"
-}
+source "$(dirname "$0")/../evaluate.sh"  # evaluate RUN OUT [flags]
 train --method=at --init_from=$BASE --model_dir=$R/pretrained_at
 train --method=trades --init_from=$BASE --model_dir=$R/trades
 train --method=bp --init_from=$BASE --model_dir=$R/bp

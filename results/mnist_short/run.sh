@@ -29,31 +29,19 @@ train() {  # train ROW METHOD
   python main.py --mode=train --data_dir=$D --epochs=10 --strategy=cpu_split \
       --init_from=$BASE --method=$2 --model_dir=$R/$1
 }
-evaluate() {  # evaluate RUN OUT [flags]: --mode=eval of RUN, its eval.json/md written to OUT
-  local run=$1 out=$2; shift 2
-  [ -f "$out/eval.json" ] && return 0
-  local keep; keep=$(mktemp -d)
-  cp "$run"/eval.* "$keep"/ 2>/dev/null || true  # RUN's own evaluation stays as it was
-  python main.py --mode=eval --model_dir="$run" --data_dir=$D --strategy=cpu_split "$@"
-  mkdir -p "$out"
-  if [ "$run" != "$out" ]; then
-    mv "$run"/eval.json "$run"/eval.md "$out"/
-    cp "$keep"/* "$run"/ 2>/dev/null || true
-  fi
-  rm -rf "$keep"
-}
+source "$(dirname "$0")/../evaluate.sh"  # evaluate RUN OUT [flags]
 # The paper's claim first: ANP-VS against AT.
 train anp_vs anp_vs
 train pretrained_at at
 train anp anp
 train bp bp
-FULL="--attack=strongest --sanity_checks --source_model_dir=$SRC"
+FULL="--strategy=cpu_split --attack=strongest --sanity_checks --source_model_dir=$SRC"
 evaluate $BASE $R/standard $FULL
 for row in anp_vs pretrained_at anp bp; do evaluate $R/$row $R/$row $FULL; done
 # The standard source: the reproduction's own (200 epochs of standard training, seed 1).
 STD_SRC=results/mnist/standard_source
 python main.py --mode=train --method=standard --seed=1 --data_dir=$D --model_dir=$STD_SRC
-STD="--attack=pgd --source_model_dir=$STD_SRC"
+STD="--strategy=cpu_split --attack=pgd --source_model_dir=$STD_SRC"
 evaluate $BASE $R/standard_stdsource $STD
 evaluate $R/bp $R/bp_stdsource $STD
 python main.py --mode=report --report_dir=$R/report --runs=$R/standard,$R/standard_stdsource,\
