@@ -1,5 +1,8 @@
 """The paper's efficiency formulas (hand-computed values) and the profiler FLOP count."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -79,3 +82,18 @@ def test_forward_flops_of_lenet_is_close_to_the_formula():
   measured = efficiency.forward_flops(lambda t: net(t, training=False), (28, 28, 1))
   # The formula counts bias, ReLU and pooling slightly differently from the profiler.
   np.testing.assert_allclose(measured, efficiency.lenet_flops(LENET_UNITS), rtol=0.02)
+
+
+def test_paper_units_search_recovers_the_unit_counts_of_a_row():
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "results", "paper_units.py")
+  spec = importlib.util.spec_from_file_location("paper_units", path)
+  paper_units = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(paper_units)
+  units = [6, 20, 147, 39]  # results/mnist/anp_vs
+  memory = 100 * efficiency.lenet_memory(units) / efficiency.lenet_memory(LENET_UNITS)
+  flops = efficiency.lenet_flops(LENET_UNITS) / efficiency.lenet_flops(units)
+  sparsity = 100 - 100 * sum(units) / sum(LENET_UNITS)
+  best = paper_units.closest(sparsity, memory, flops, top=3)
+  assert best[0]["units"] == units
+  assert best[0]["memory_pct"] == pytest.approx(memory, abs=0.01)
+  assert best[0]["flops_x"] == pytest.approx(flops, abs=0.01)
