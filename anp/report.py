@@ -29,6 +29,9 @@ REQUIRED = ("clean_acc", "adv_acc")
 UNITS_PNG = "units_per_layer.png"
 VULN_PNG = "vulnerability_distribution.png"
 LAYER_PNG = "layer_vulnerability.png"
+# A unit's vulnerability below this counts as zero in the distribution figure: a unit whose
+# output the next layer's mask drops, or that is dead, gives exact zeros or float dust.
+NEAR_ZERO = 1e-6
 
 
 class ReportError(UserError):
@@ -140,8 +143,8 @@ def plot_vulnerability_distribution(results, names, path, bins=40):
       ax = fig.add_subplot(len(members), 1, i + 1, sharex=first)
       first = first or ax
       ax.hist(values, bins=edges, color=_color(names, name))
-      ax.set_title(f"{name}: mean {values.mean():.3f}, {int((values == 0).sum())} of "
-                   f"{len(values)} units at 0 (pruned or dead)", fontsize="small")
+      ax.set_title(f"{name}: mean {values.mean():.3f}, {int((values < NEAR_ZERO).sum())} of "
+                   f"{len(values)} units below {NEAR_ZERO:g} (pruned or dead)", fontsize="small")
       ax.set_ylabel("units")
     ax.set_xlabel("vulnerability |f(x) - f(x_adv)| of a unit (last latent layer)")
   fig.suptitle("Distribution of feature vulnerability")
@@ -150,6 +153,7 @@ def plot_vulnerability_distribution(results, names, path, bins=40):
 
 
 def plot_layer_vulnerability(results, names, path):
+  from matplotlib.ticker import MaxNLocator
   fig = _figure(6.5, 3.5)
   ax = fig.add_subplot(1, 1, 1)
   drawn = 0
@@ -159,6 +163,7 @@ def plot_layer_vulnerability(results, names, path):
       ax.plot(np.arange(1, len(values) + 1), values, marker="o", label=name,
               color=_color(names, name))
       drawn += 1
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.set_xlabel("latent layer")
   ax.set_ylabel("white-box vulnerability")
   if drawn:
