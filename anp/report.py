@@ -30,8 +30,8 @@ UNITS_PNG = "units_per_layer.png"
 VULN_PNG = "vulnerability_distribution.png"
 LAYER_PNG = "layer_vulnerability.png"
 # A unit's vulnerability below this counts as zero in the distribution figure: a unit whose
-# output the next layer's mask drops, or that is dead, gives exact zeros or float dust.
-NEAR_ZERO = 1e-6
+# output the next layer's mask drops (measured: at most 1e-6) or that is dead.
+NEAR_ZERO = 1e-4
 
 
 class ReportError(UserError):
