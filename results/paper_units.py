@@ -17,8 +17,9 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from anp.efficiency import lenet_flops, lenet_memory  # pylint: disable=g-import-not-at-top
+from models.lenet import LeNet5  # pylint: disable=g-import-not-at-top
 
-FULL = (20, 50, 800, 500)
+FULL = LeNet5.unit_counts
 
 
 def closest(sparsity, memory_pct, flops_x, top=5):
@@ -29,6 +30,7 @@ def closest(sparsity, memory_pct, flops_x, top=5):
   d = total - a - b - c
   ok = (d >= 1) & (d <= FULL[3])
   units = [x[ok].astype(np.float64) for x in (a, b, c, d)]
+  # efficiency.paper_columns, on arrays of candidates (it takes one unit count at a time).
   memory = 100 * lenet_memory(units) / lenet_memory(FULL)
   speedup = lenet_flops(FULL) / lenet_flops(units)
   error = np.abs(memory / memory_pct - 1) + np.abs(speedup / flops_x - 1)

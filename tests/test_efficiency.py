@@ -90,10 +90,9 @@ def test_paper_units_search_recovers_the_unit_counts_of_a_row():
   paper_units = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(paper_units)
   units = [6, 20, 147, 39]  # results/mnist/anp_vs
-  memory = 100 * efficiency.lenet_memory(units) / efficiency.lenet_memory(LENET_UNITS)
-  flops = efficiency.lenet_flops(LENET_UNITS) / efficiency.lenet_flops(units)
-  sparsity = 100 - 100 * sum(units) / sum(LENET_UNITS)
-  best = paper_units.closest(sparsity, memory, flops, top=3)
+  row = efficiency.paper_columns("lenet", units, LENET_UNITS, 10)
+  memory, flops = row["memory_pct"], row["flops_ratio"]
+  best = paper_units.closest(row["sparsity_pct"], memory, flops, top=3)
   assert best[0]["units"] == units
   assert best[0]["memory_pct"] == pytest.approx(memory, abs=0.01)
   assert best[0]["flops_x"] == pytest.approx(flops, abs=0.01)
