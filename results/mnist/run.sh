@@ -1,0 +1,43 @@
+#!/bin/bash
+# Issue 9's full-schedule MNIST table: every row's command of results/README.md, in the order
+# the reproduction runs them, one training at a time. Re-running skips what is done: a trained
+# row prints "already trained ... nothing to do", a partly trained one resumes exactly from its
+# latest checkpoint, and a row whose eval.json already has its black-box column is not
+# evaluated again. So one command carries the reproduction across sessions:
+#   nohup bash results/mnist/run.sh > run.out 2>&1 &
+# from the root of a checkout nobody edits meanwhile (results/README.md: a worktree whose
+# results/ links to the main checkout's).
+# Stop it between sessions with `pkill -f results/mnist/run.sh; pkill -INT -f main.py` (the
+# running training keeps its last checkpoint: at most --checkpoint_every steps are redone).
+set -euo pipefail
+D=${DATA_DIR:-../shared/data}
+R=results/mnist
+train() {  # train ROW METHOD [flags]: 200 epochs (the default) of METHOD into R/ROW
+  local row=$1 method=$2; shift 2
+  python main.py --mode=train --method="$method" --data_dir="$D" --model_dir="$R/$row" "$@"
+}
+evaluate() {  # evaluate ROW SOURCE [flags]: the strongest attack, black box from R/SOURCE
+  local row=$1 source=$2; shift 2
+  if [ -f "$R/$row/eval.json" ] && python -c "import json, sys
+sys.exit(0 if json.load(open(sys.argv[1])).get('blackbox') else 1)" "$R/$row/eval.json"; then
+    return 0
+  fi
+  python main.py --mode=eval --model_dir="$R/$row" --data_dir="$D" --attack=strongest \
+      --source_model_dir="$R/$source" --sanity_checks "$@"
+}
+# The strategies are those each committed run was (or will be) trained with: a resumed run is
+# bit-exact only under the strategy it started with.
+train standard standard
+train standard_source standard --seed=1
+train anp_vs anp_vs --init_from=$R/standard
+train bp bp --init_from=$R/standard --strategy=cpu_split
+train at at --strategy=cpu_split
+train at_source at --seed=1 --strategy=cpu_split
+train anp anp --init_from=$R/standard --strategy=cpu_split
+# The original's black-box sources: a second standard model for the rows trained without
+# adversarial examples, a second AT model for the adversarially trained ones.
+evaluate standard standard_source
+evaluate bp standard_source --strategy=cpu_split
+for row in at anp anp_vs; do evaluate $row at_source --strategy=cpu_split; done
+python main.py --mode=report --report_dir=$R/report \
+    --runs=$R/standard,$R/bp,$R/at,$R/anp,$R/anp_vs
