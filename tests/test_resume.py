@@ -1,5 +1,6 @@
 """Run directories: exact resume after kill -9, and refusals that protect a saved run."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -171,6 +172,28 @@ class RunDirErrorTest(tf.test.TestCase):
     os.makedirs(parent)
     os.chmod(parent, 0o500)
     self.assert_one_line_error(main_py(os.path.join(parent, "run")), "cannot write")
+
+
+def test_chunks_of_a_timing_log():
+  """results/chunks.py: a gap or another machine starts a chunk; parts of epochs are not
+  counted as whole epochs."""
+  spec = importlib.util.spec_from_file_location(
+      "chunks", os.path.join(REPO, "results", "chunks.py"))
+  chunks = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(chunks)
+  a, b = "AMD EPYC, 2 cores, TF 2.21.0", "NVIDIA H200"
+  lines = [dict(epoch=1, steps=100, wall_s=60.0, started="2026-12-01T10:00:00", machine=a),
+           dict(epoch=2, steps=40, wall_s=30.0, started="2026-12-01T10:01:00", machine=a),
+           # 11 min after the part of epoch 2 ended: the next session resumes epoch 2.
+           dict(epoch=2, steps=60, wall_s=40.0, started="2026-12-01T10:12:30", machine=a),
+           dict(epoch=3, steps=100, wall_s=80.0, started="2026-12-01T10:13:10", machine=a),
+           dict(epoch=4, steps=100, wall_s=9.0, started="2026-12-01T10:14:30", machine=b)]
+  got = chunks.chunks(lines, gap_min=10)
+  assert [c["epochs"] for c in got] == [[1, 2], [2, 3], [4, 4]]
+  assert [c["epoch_s"] for c in got] == [[60.0, 60.0], [80.0, 80.0], [9.0, 9.0]]
+  assert [c["wall_min"] for c in got] == [1.5, 2.0, 0.1]
+  assert [c["machine"] for c in got] == [a, a, b]
+  assert len(chunks.chunks(lines, gap_min=12)) == 2
 
 
 if __name__ == "__main__":
