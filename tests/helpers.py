@@ -1,12 +1,21 @@
 """Shared test fixtures: the real data folder and small slices of real MNIST."""
 
 import functools
+import importlib.util
 import os
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
+
+
+def results_script(name):
+  """The module of the script results/<name>.py (a script, not a package: loaded by path)."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "results", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def have_real_data():

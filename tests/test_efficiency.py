@@ -1,14 +1,12 @@
 """The paper's efficiency formulas (hand-computed values) and the profiler FLOP count."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from anp import efficiency
 from models.lenet import LeNet5
+from tests.helpers import results_script
 
 LENET_UNITS = [20, 50, 800, 500]
 VGG_UNITS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
@@ -85,10 +83,7 @@ def test_forward_flops_of_lenet_is_close_to_the_formula():
 
 
 def test_paper_units_search_recovers_the_unit_counts_of_a_row():
-  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "results", "paper_units.py")
-  spec = importlib.util.spec_from_file_location("paper_units", path)
-  paper_units = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(paper_units)
+  paper_units = results_script("paper_units")
   units = [6, 20, 147, 39]  # results/mnist/anp_vs
   row = efficiency.paper_columns("lenet", units, LENET_UNITS, 10)
   memory, flops = row["memory_pct"], row["flops_ratio"]

@@ -1,6 +1,5 @@
 """Run directories: exact resume after kill -9, and refusals that protect a saved run."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -12,7 +11,7 @@ import unittest
 import numpy as np
 import tensorflow as tf
 
-from tests.helpers import REPO, SHARED_DATA, have_real_data
+from tests.helpers import REPO, SHARED_DATA, have_real_data, results_script
 
 needs_data = unittest.skipUnless(have_real_data(), f"real MNIST not found in {SHARED_DATA}")
 
@@ -177,10 +176,7 @@ class RunDirErrorTest(tf.test.TestCase):
 def test_chunks_of_a_timing_log():
   """results/chunks.py: a gap or another machine starts a chunk; parts of epochs are not
   counted as whole epochs."""
-  spec = importlib.util.spec_from_file_location(
-      "chunks", os.path.join(REPO, "results", "chunks.py"))
-  chunks = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(chunks)
+  chunks = results_script("chunks")
   a, b = "AMD EPYC, 2 cores, TF 2.21.0", "NVIDIA H200"
   lines = [dict(epoch=1, steps=100, wall_s=60.0, started="2026-12-01T10:00:00", machine=a),
            dict(epoch=2, steps=40, wall_s=30.0, started="2026-12-01T10:01:00", machine=a),
