@@ -9,6 +9,7 @@ import pytest
 from anp import report
 from anp.config import Config
 from anp.errors import UserError
+from tests.helpers import results_script
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -128,3 +129,38 @@ def test_mixed_data_sets_or_input_spaces_are_refused(tmp_path):
   assert not (tmp_path / "x").exists()
   report.run_report(Config(mode="report", runs=mnist, report_dir=str(tmp_path / "ok")))
   assert "Data set: **mnist**, input space: pixel." in (tmp_path / "ok" / "report.md").read_text()
+
+
+def test_paper_comparison_says_per_column_whether_it_is_met(tmp_path):
+  """results/paper.py: the paper's line, ours and a verdict per column (within the tolerance,
+  else how far above / below); PGD-40 from per_attack; a row without eval.json or without a
+  paper row is listed as such."""
+  paper = results_script("paper")
+  at = fake_eval("at", 0.9923, 0.7296, 0.0450, [20, 50, 800, 500], memory=100.0, flops=1.0)
+  at["per_attack"] = {"pgd": 0.8856, "apgd-ce": 0.7404}
+  at["attack"]["name"] = "strongest"
+  write_run(tmp_path / "at", at)
+  # Clean 1.6 below, PGD-40 (attack "pgd": adv_acc) 1.4 below, vulnerability 11% above, Flops
+  # 9% below, Sparsity 1.6 above; the black box is there.
+  vs = fake_eval("anp_vs", 0.9745, 0.8991, 0.01887, [6, 20, 147, 39], memory=7.5, flops=9.62,
+                 blackbox=dict(adv_acc=0.9543, vulnerability=0.015))
+  vs["sparsity"] = 0.8576
+  vs["per_attack"] = None  # a --attack=pgd evaluation: its adv_acc is PGD-40
+  write_run(tmp_path / "anp_vs", vs)
+  rows = {r["row"]: r for r in (paper.compare(str(tmp_path), row)
+                                for row in ("at", "anp", "anp_vs", "bp"))}
+  assert rows["at"]["ours"]["white_box"] == pytest.approx(88.56)
+  assert rows["at"]["worst_case"] == pytest.approx(72.96)
+  assert rows["at"]["verdict"] == dict(clean="met", white_box="met", black_box=None,
+                                       wb_vuln="met", bb_vuln=None, memory="met", flops="met",
+                                       sparsity="met")
+  assert rows["anp_vs"]["verdict"] == dict(
+      clean="1.60 below", white_box="met", black_box="met", wb_vuln="11.0% above",
+      bb_vuln="met", memory="met", flops="met", sparsity="1.60 above")
+  assert rows["anp"]["paper"] is None and rows["anp"]["verdict"] is None
+  assert rows["anp"]["ours"] is None and rows["bp"]["ours"] is None
+  table = paper.markdown(list(rows.values()))
+  assert "| AT, paper | 99.14 | 88.03 | 94.18 | 0.045 | 0.040 | 100.00 | 1.00 | 0.00 | |" in table
+  assert "| AT, ours | 99.23 | 88.56 | n/a | 0.045 | n/a | 100.00 | 1.00 | 0.00 | 72.96 |" in table
+  assert "| ANP-VS: met? | 1.60 below | met | met | 11.0% above | met | met | met | 1.60 above | |" in table
+  assert "| ANP, ours | not evaluated |" in table and "| BP, ours | not evaluated |" in table

@@ -35,6 +35,10 @@ train at at --strategy=cpu_split
 # ANP before at_source: the mask rows the paper compares come first; at_source only feeds the
 # black-box column.
 train anp anp --init_from=$R/standard --strategy=cpu_split
+# ANP's white box as soon as it is trained; evaluate (below) adds its black box once at_source
+# exists.
+[ -f "$R/anp/eval.json" ] || python main.py --mode=eval --model_dir="$R/anp" --data_dir="$D" \
+    --attack=strongest --sanity_checks --strategy=cpu_split
 train at_source at --seed=1 --strategy=cpu_split
 # The original's black-box sources: a second standard model for the rows trained without
 # adversarial examples, a second AT model for the adversarially trained ones.
@@ -43,3 +47,4 @@ evaluate bp standard_source --strategy=cpu_split
 for row in at anp anp_vs; do evaluate $row at_source --strategy=cpu_split; done
 python main.py --mode=report --report_dir=$R/report \
     --runs=$R/standard,$R/bp,$R/at,$R/anp,$R/anp_vs
+python results/paper.py $R > $R/report/paper.md

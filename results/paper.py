@@ -1,0 +1,128 @@
+"""The reproduction's rows beside the paper's, column by column, and whether each is met.
+
+  python results/paper.py results/mnist [--rows=standard,bp,at,anp,anp_vs] [--json]
+
+Reads `<dir>/<row>/eval.json` of each row (a row without one is listed as not evaluated) and
+prints a markdown table: per model the paper's line, ours, and a line saying per column
+whether ours is within TOLERANCE of the paper's number ("met"), else by how much it is above
+or below. The white-box column is PGD-40, the paper's attack (`per_attack['pgd']` of a
+`--attack=strongest` evaluation); the worst case of our attacks has no paper counterpart and
+is printed beside it. With --json: one JSON object per row instead.
+
+The paper's numbers are Table 1 of Madaan et al. (ICML 2020), MNIST / LeNet5-Caffe, as the
+original README lists them (means over five runs; it gives no spread, so the tolerances below
+are this project's convention, not a confidence interval). ANP without VS has no row there.
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+flags.DEFINE_list("rows", ["standard", "bp", "at", "anp", "anp_vs"], "Run folders under DIR.")
+flags.DEFINE_bool("json", False, "One JSON object per row instead of the markdown table.")
+FLAGS = flags.FLAGS
+
+COLUMNS = ("clean", "white_box", "black_box", "wb_vuln", "bb_vuln", "memory", "flops",
+           "sparsity")
+HEADER = ("Clean", "White box (PGD-40)", "Black box", "WB vuln.", "BB vuln.", "Memory",
+          "Flops", "Sparsity")
+# Within how much of the paper's number a column counts as met: points of accuracy, Memory and
+# Sparsity; a fraction of the paper's number for the vulnerabilities (the original printed
+# those of its last test batch of 64 images) and the Flops ratio.
+TOLERANCE = dict(clean=1.5, white_box=1.5, black_box=1.5, wb_vuln=0.10, bb_vuln=0.10,
+                 memory=1.0, flops=0.10, sparsity=1.5)
+RELATIVE = {"wb_vuln", "bb_vuln", "flops"}
+PAPER_MNIST = {
+    "standard": ("Standard", (99.29, 0.00, 8.02, 0.129, 0.113, 100.0, 1.00, 0.00)),
+    "bp": ("BP", (99.34, 0.00, 12.99, 0.091, 0.078, 4.14, 9.68, 83.48)),
+    "at": ("AT", (99.14, 88.03, 94.18, 0.045, 0.040, 100.0, 1.00, 0.00)),
+    "anp": ("ANP", None),
+    "anp_vs": ("ANP-VS", (99.05, 91.31, 95.43, 0.017, 0.015, 6.81, 10.57, 84.16)),
+}
+_FORMAT = dict(wb_vuln=".3f", bb_vuln=".3f")
+
+
+def ours(result):
+  """The paper's columns of an eval.json dict, in the paper's units (None where missing),
+  and the worst case of our white-box attacks (percent)."""
+  pct = lambda v: None if v is None else 100.0 * v
+  bb = result.get("blackbox") or {}
+  per_attack = result.get("per_attack") or {}
+  pgd = per_attack.get("pgd")
+  if pgd is None and (result.get("attack") or {}).get("name") == "pgd":
+    pgd = result.get("adv_acc")
+  values = (pct(result.get("clean_acc")), pct(pgd), pct(bb.get("adv_acc")),
+            result.get("vulnerability"), bb.get("vulnerability"), result.get("memory_pct"),
+            result.get("flops_ratio"), pct(result.get("sparsity")))
+  return dict(zip(COLUMNS, values)), pct(result.get("adv_acc"))
+
+
+def verdict(column, paper, value):
+  """'met', or how far above / below the paper's number `value` is (points, or percent of the
+  paper's number for the RELATIVE columns); None if either is missing."""
+  if paper is None or value is None:
+    return None
+  diff = value - paper
+  allowed = TOLERANCE[column] * (abs(paper) if column in RELATIVE else 1.0)
+  if abs(diff) <= allowed + 1e-9:
+    return "met"
+  side = "above" if diff > 0 else "below"
+  if column in RELATIVE:
+    return f"{100 * abs(diff) / abs(paper):.1f}% {side}"
+  return f"{abs(diff):.2f} {side}"
+
+
+def compare(run_dir, row):
+  """The paper's and our numbers of one row, and the verdict per column."""
+  name, paper = PAPER_MNIST[row]
+  path = os.path.join(run_dir, row, "eval.json")
+  out = dict(row=row, model=name, paper=dict(zip(COLUMNS, paper)) if paper else None,
+             ours=None, worst_case=None, verdict=None)
+  if os.path.isfile(path):
+    with open(path) as f:
+      out["ours"], out["worst_case"] = ours(json.load(f))
+    if paper:
+      out["verdict"] = {c: verdict(c, out["paper"][c], out["ours"][c]) for c in COLUMNS}
+  return out
+
+
+def _cell(column, value):
+  return "n/a" if value is None else format(value, _FORMAT.get(column, ".2f"))
+
+
+def markdown(rows):
+  lines = ["| Model | " + " | ".join(HEADER) + " | Worst case of our attacks |",
+           "| --- " * (len(HEADER) + 2) + "|"]
+  for r in rows:
+    if r["paper"]:
+      lines.append(f"| {r['model']}, paper | "
+                   + " | ".join(_cell(c, r["paper"][c]) for c in COLUMNS) + " | |")
+    if r["ours"] is None:
+      lines.append(f"| {r['model']}, ours | not evaluated |" + " |" * len(HEADER))
+      continue
+    lines.append(f"| {r['model']}, ours | " + " | ".join(_cell(c, r["ours"][c]) for c in COLUMNS)
+                 + f" | {_cell('clean', r['worst_case'])} |")
+    if r["verdict"]:
+      lines.append(f"| {r['model']}: met? | "
+                   + " | ".join(r["verdict"][c] or "n/a" for c in COLUMNS) + " | |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError("usage: python results/paper.py RESULTS_DIR (e.g. results/mnist)")
+  unknown = [r for r in FLAGS.rows if r not in PAPER_MNIST]
+  if unknown:
+    raise app.UsageError(f"--rows: expected some of {', '.join(PAPER_MNIST)}. "
+                         f"Received: {', '.join(unknown)}")
+  rows = [compare(argv[1], row) for row in FLAGS.rows]
+  if FLAGS.json:
+    for r in rows:
+      print(json.dumps(r))
+  else:
+    print(markdown(rows), end="")
+
+
+if __name__ == "__main__":
+  app.run(main)
