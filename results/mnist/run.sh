@@ -35,8 +35,8 @@ train at at --strategy=cpu_split
 # ANP before at_source: the mask rows the paper compares come first; at_source only feeds the
 # black-box column.
 train anp anp --init_from=$R/standard --strategy=cpu_split
-# ANP's white box as soon as it is trained; evaluate (below) adds its black box once at_source
-# exists.
+# ANP's white box as soon as it is trained; evaluate (below) evaluates it again, with its
+# black box, once at_source exists.
 [ -f "$R/anp/eval.json" ] || python main.py --mode=eval --model_dir="$R/anp" --data_dir="$D" \
     --attack=strongest --sanity_checks --strategy=cpu_split
 train at_source at --seed=1 --strategy=cpu_split
