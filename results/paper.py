@@ -102,7 +102,7 @@ def markdown(rows):
       lines.append(f"| {r['model']}, ours | not evaluated |" + " |" * len(HEADER))
       continue
     lines.append(f"| {r['model']}, ours | " + " | ".join(_cell(c, r["ours"][c]) for c in COLUMNS)
-                 + f" | {_cell('clean', r['worst_case'])} |")
+                 + f" | {_cell('worst_case', r['worst_case'])} |")
     if r["verdict"]:
       lines.append(f"| {r['model']}: met? | "
                    + " | ".join(r["verdict"][c] or "n/a" for c in COLUMNS) + " | |")
