@@ -2,13 +2,15 @@
 
 from absl import flags
 
-from anp.config import (BIAS_INITS, DEFENSES, HYDRA_GRANULARITIES, HYDRA_OBJECTIVES,
-                        HYDRA_SCORES, HYDRA_STAGES, METHODS, PREPROCESS, STRATEGIES,
-                        Config)
+from anp.config import (ADMM_LOSSES, BIAS_INITS, DEFENSES, HYDRA_GRANULARITIES,
+                        HYDRA_OBJECTIVES, HYDRA_OPTIMIZERS,
+                        HYDRA_SCORES, HYDRA_STAGES, METHODS, PREPROCESS, SAP_GRADIENTS,
+                        STRATEGIES, Config)
 
 MODES = ("train", "eval", "prune", "export", "report", "quickstart")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "cw", "strongest")
+ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "cw", "square", "autoattack",
+           "autoattack-rand")
 
 # What to do, on what.
 flags.DEFINE_enum("mode", "train", MODES, "What to do.")
@@ -53,9 +55,10 @@ flags.DEFINE_float("init_lr", 1e-2, "Learning rate of the masks (weights use 0.1
                    lower_bound=0)
 flags.DEFINE_float("adv_weight", 2.0, "w: weight of the adversarial cross-entropy.",
                    lower_bound=0)
-flags.DEFINE_float("trades_beta", 6.0,
-                   "TRADES: weight of KL(f(x) || f(x_adv)) against CE(x) (--method=trades).",
-                   lower_bound=0)
+flags.DEFINE_float("trades_beta", None,
+                   "TRADES: weight of KL(f(x) || f(x_adv)) against CE(x) (--method=trades, "
+                   "--hydra_objective=trades; default 1 MNIST, Fashion-MNIST as the authors' "
+                   "train_trades_mnist.py, 6 CIFAR).", lower_bound=0)
 flags.DEFINE_float("bnn_prior_sigma", None,
                    "at_bnn: standard deviation sigma_0 of the N(0, sigma_0^2) prior of every "
                    "weight, > 0 (default 0.05).")
@@ -65,8 +68,10 @@ flags.DEFINE_float("bnn_init_sigma", None,
 flags.DEFINE_integer("bnn_ensemble", 20,
                      "at_bnn: weight samples whose softmax outputs are averaged for a "
                      "prediction (--mode=eval and --mode=export).", lower_bound=1)
-flags.DEFINE_float("weight_decay", 1e-4, "Weight of the L2 penalty (sum of squares / 2).",
-                   lower_bound=0)
+flags.DEFINE_float("weight_decay", None,
+                   "Weight of the L2 penalty (sum of squares / 2); default 1e-4, but with the "
+                   "CE(x_adv) loss of the ADMM code 1e-6 for --method=admm (its SGD's) and 0 for "
+                   "--hydra_objective=adv (its retraining's Adam has none).", lower_bound=0)
 flags.DEFINE_float("beta", None,
                    "Weight of KL/N (default per dataset: 4, 2, 1; bp and at_bnn (alpha): 1).",
                    lower_bound=0)
@@ -113,8 +118,15 @@ flags.DEFINE_enum("hydra_granularity", "weight", HYDRA_GRANULARITIES,
                   "sites, top-k per site (the export is physically smaller).")
 flags.DEFINE_enum("hydra_objective", "trades", HYDRA_OBJECTIVES,
                   "Robust loss of both HYDRA stages: trades (HYDRA's adversarial trainer, "
-                  "--trades_beta) or at (PGD-AT as --method=at, --adv_weight); use the "
+                  "--trades_beta), at (PGD-AT as --method=at, --adv_weight) or adv (CE(x_adv) "
+                  "alone: the ADMM code's retraining after --method=admm); use the "
                   "pretrained run's.")
+flags.DEFINE_enum("hydra_optimizer", "adam", HYDRA_OPTIMIZERS,
+                  "HYDRA stages' optimizer: adam (Adam, x0.1 at 50% and 70% of training, as "
+                  "every unmasked method) or sgd (the reference's: SGD momentum 0.9, cosine "
+                  "decay per epoch, lr * (1 + cos((e - 1) / epochs * pi)) / 2 in 0-based epoch e).")
+flags.DEFINE_float("hydra_lr", None, "HYDRA: initial learning rate, > 0 (default 1e-3 adam; sgd "
+                   "0.1 prune, 0.01 finetune, the reference's).", lower_bound=0)
 flags.DEFINE_float("prune_ratio", 0.9,
                    "HYDRA, ADMM and AWT: fraction of each layer's weights (or units) removed, in "
                    "[0, 1); HYDRA's own k is the fraction kept, 1 - prune_ratio.", lower_bound=0)
@@ -125,6 +137,9 @@ flags.DEFINE_float("prune_ratio", 0.9,
 flags.DEFINE_float("admm_rho", 1e-3, "ADMM: initial penalty rho, x1.3 at every Z/U update (> 0).")
 flags.DEFINE_integer("admm_every", None, "ADMM: epochs between Z/U updates (default 4 MNIST, "
                      "20 CIFAR).", lower_bound=1)
+flags.DEFINE_enum("admm_loss", "adv", ADMM_LOSSES,
+                  "ADMM's data term: adv = CE(x_adv), the authors' (adv_main.py); mixed = "
+                  "--method=at's (CE(x) + w CE(x_adv)) / (1 + w), --adv_weight.")
 
 # AWT (--method=awt, anp/awt.py): the ticket search at initialisation (or from --init_from);
 # then adversarial training of the ticket = --method=hydra --hydra_stage=finetune
@@ -147,16 +162,27 @@ flags.DEFINE_float("eps", None, "L-inf radius (default per dataset: 0.3 MNIST, 0
 flags.DEFINE_float("step_size", None, "PGD step size, > 0 (default 0.01 MNIST, 0.007 CIFAR).",
                    lower_bound=0)
 flags.DEFINE_integer("train_attack_steps", None,
-                     "PGD steps in training (default 20 MNIST, 10 CIFAR).", lower_bound=1)
+                     "PGD steps in training (default 20 MNIST, 10 CIFAR; 40 MNIST for TRADES' "
+                     "loss and ADMM's CE(x_adv), as their authors' MNIST runs).", lower_bound=1)
 flags.DEFINE_integer("attack_steps", 40,
                      "Attack iterations in evaluation (every --attack, APGD included).",
                      lower_bound=0)
+flags.DEFINE_integer("eval_batch", 256, "Examples per batch of --mode=eval's attacks. Larger "
+                     "batches run Square's and AutoAttack's many small iterations faster "
+                     "(bench/autoattack.py).", lower_bound=1)
+flags.DEFINE_string("eval_dir", None, "Folder --mode=eval writes eval.json and eval.md into "
+                    "(default: --model_dir, or the folder of a checkpoint prefix).")
 flags.DEFINE_integer("eval_examples", None, "Evaluate on the first N test examples.",
                      lower_bound=1)
 flags.DEFINE_string("attack", "pgd", f"White-box attack of --mode=eval: one of "
-                    f"{', '.join(ATTACKS)} (pgd, apgd-ce, apgd-dlr and cw), or a comma-separated "
-                    "list such as pgd,apgd-ce; several attacks give the per-example worst case "
-                    "and each one's accuracy.")
+                    f"{', '.join(ATTACKS)}, strongest (pgd, apgd-ce, apgd-dlr, cw and square), or "
+                    "a comma-separated list such as pgd,autoattack; several attacks give the "
+                    "per-example worst case and each one's accuracy. autoattack: APGD-CE, APGD-T "
+                    "and Square as a cascade (Croce & Hein 2020) with the published budget "
+                    "(100 iterations, 9 targets); autoattack-rand: APGD-CE and APGD-DLR with 20 "
+                    "EOT samples, for random models.")
+flags.DEFINE_integer("square_queries", 5000, "Queries of the Square attack (--attack=square, "
+                     "and the Square stage of autoattack).", lower_bound=1)
 flags.DEFINE_integer("restarts", 1, "Random restarts of the attack.", lower_bound=1)
 flags.DEFINE_integer("eot_samples", None,
                      "Gradient samples per step (expectation over transformation) for "
@@ -169,6 +195,11 @@ flags.DEFINE_enum("defense", "none", DEFENSES,
                   "with --eot_samples.")
 flags.DEFINE_float("sap_frac", 1.0, "SAP draws ceil(sap_frac x units) samples per layer, > 0.",
                    lower_bound=0)
+flags.DEFINE_enum("sap_gradient", "full", SAP_GRADIENTS,
+                  "Gradient of --defense=sap for the attacks of --mode=eval: full = through "
+                  "SAP's probabilities p = |h| / sum |h| and scales 1 / (1 - (1 - p)^r) (the "
+                  "kept units are a constant of the sample); stopped = p and the scales are "
+                  "constants (the gradient is the kept units' scale).")
 flags.DEFINE_boolean("sanity_checks", False,
                      "Run the gradient-masking sanity checks of Carlini et al. (2019).")
 

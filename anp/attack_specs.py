@@ -1,10 +1,13 @@
-"""The white-box attacks of --mode=eval and their budgets: `AttackSpec` holds one attack (pgd,
-fgsm, apgd-ce, apgd-dlr or cw) with its eps, step size, steps, restarts and EOT samples;
-`make_attack` turns it into `attack(model_fn, x, y) -> x_adv` from the `attacks` package;
-`attack_specs` gives the spec(s) a resolved config asks for (`--attack=strongest`: every attack
-of STRONGEST, the worst case per example); `clip_range` is the box adversarial examples are
-clipped to. EVAL_BATCH, the batch size of the evaluation, lives here so that `anp.evaluate` and
-`anp.sanity` share it without importing each other.
+"""The white-box attacks of --mode=eval and their budgets: `AttackSpec` holds one attack of
+ATTACKS with its eps, step size, steps, restarts, EOT samples and Square queries; `make_attack`
+turns it into `attack(model_fn, x, y) -> x_adv` from the `attacks` package; `attack_specs` gives
+the spec(s) a resolved config asks for (a comma-separated list; `strongest` stands for every
+attack of STRONGEST, the worst case per example); `clip_range` is the box adversarial examples
+are clipped to. AutoAttack (`autoattack`, `autoattack-rand`) runs with its published budget
+(AUTOATTACK_STEPS APGD iterations, 9 APGD-T targets, `--square_queries`), whatever
+`--attack_steps` says; its attack also reports which examples survive each of its stages
+(`attack.stages`, `attack.with_stages`). EVAL_BATCH, the batch size of the sanity checks'
+attacks, lives here so that `anp.sanity` need not import `anp.evaluate`.
 """
 
 import dataclasses
@@ -12,8 +15,12 @@ import dataclasses
 import attacks
 from anp.errors import UserError
 
-ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "cw")
-STRONGEST = ("pgd", "apgd-ce", "apgd-dlr", "cw")
+ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "cw", "square", "autoattack",
+           "autoattack-rand")
+STRONGEST = ("pgd", "apgd-ce", "apgd-dlr", "cw", "square")
+AUTOATTACK = {"autoattack": "standard", "autoattack-rand": "rand"}
+AUTOATTACK_STEPS = 100
+APGD_T_TARGETS = 9
 EVAL_BATCH = 256
 
 
@@ -30,6 +37,7 @@ class AttackSpec:
   rand_init: bool = True
   clip_min: float = 0.0
   clip_max: float = 1.0
+  queries: int = 5000  # square, and the Square stage of autoattack
 
   def replace(self, **changes):
     return dataclasses.replace(self, **changes)
@@ -38,6 +46,11 @@ class AttackSpec:
     out = dataclasses.asdict(self)
     if self.name == "fgsm":
       out.update(steps=1, rand_init=False)
+    if self.name in AUTOATTACK:
+      out.update(steps=AUTOATTACK_STEPS, step_size=None, restarts=1,
+                 stages=list(attacks.autoattack_stages(AUTOATTACK[self.name])))
+    if self.name not in ("square", "autoattack"):
+      del out["queries"]
     return out
 
 
@@ -46,13 +59,21 @@ def make_attack(spec):
   if spec.name not in ATTACKS:
     raise UserError(f"Flag --attack={spec.name!r} is not accepted; expected one of "
                     f"{', '.join(ATTACKS + ('strongest',))}.")
-  common = dict(clip_min=spec.clip_min, clip_max=spec.clip_max, eot_samples=spec.eot_samples)
+  box = dict(clip_min=spec.clip_min, clip_max=spec.clip_max)
+  common = dict(box, eot_samples=spec.eot_samples)
+  if spec.name in AUTOATTACK:
+    return _autoattack(spec, box)
   if spec.name in ("pgd", "cw"):
     fn, kw = attacks.pgd, dict(eps=spec.eps, step_size=spec.step_size, steps=spec.steps,
                                rand_init=spec.rand_init, loss="ce" if spec.name == "pgd"
                                else "cw", **common)
   elif spec.name == "fgsm":
     fn, kw = attacks.fgsm, dict(eps=spec.eps, **common)
+  elif spec.name == "square":
+    fn, kw = attacks.square, dict(eps=spec.eps, queries=spec.queries, **box)
+  elif spec.name == "apgd-t":
+    fn, kw = attacks.apgd_targeted, dict(eps=spec.eps, steps=spec.steps,
+                                         targets=APGD_T_TARGETS, **common)
   else:
     fn, kw = attacks.apgd, dict(eps=spec.eps, steps=spec.steps,
                                 loss="ce" if spec.name == "apgd-ce" else "dlr", **common)
@@ -67,12 +88,41 @@ def make_attack(spec):
   return attack
 
 
+def _autoattack(spec, box):
+  """AutoAttack of a spec: the attack, plus `stages` and `with_stages` (robust per stage)."""
+  version = AUTOATTACK[spec.name]
+  # Standard AutoAttack uses no EOT; rand its published 20 samples unless --eot_samples (> 1)
+  # says otherwise.
+  eot = None if version == "standard" or spec.eot_samples <= 1 else spec.eot_samples
+  kw = dict(eps=spec.eps, version=version, steps=AUTOATTACK_STEPS, targets=APGD_T_TARGETS,
+            queries=spec.queries, eot_samples=eot, **box)
+
+  def attack(model_fn, x, y):
+    return attacks.autoattack(model_fn, x, y, **kw)
+
+  attack.stages = attacks.autoattack_stages(version)
+  attack.with_stages = lambda model_fn, x, y: attacks.autoattack(  # noqa: E731
+      model_fn, x, y, return_stages=True, **kw)
+  attack.__name__ = spec.name
+  return attack
+
+
+def attack_names(attack):
+  """The attacks of an --attack value: a comma-separated list, `strongest` expanded."""
+  names = []
+  for name in attack.split(","):
+    for n in (STRONGEST if name == "strongest" else (name,)):
+      if n not in names:
+        names.append(n)
+  return tuple(names)
+
+
 def attack_specs(cfg, clip=(0.0, 1.0)):
   """{name: AttackSpec} of the white-box attack(s) a resolved config asks for."""
-  names = STRONGEST if cfg.attack == "strongest" else tuple(cfg.attack.split(","))
   return {name: AttackSpec(name, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.attack_steps,
                            restarts=cfg.restarts, eot_samples=cfg.eot_samples,
-                           clip_min=clip[0], clip_max=clip[1]) for name in names}
+                           clip_min=clip[0], clip_max=clip[1], queries=cfg.square_queries)
+          for name in attack_names(cfg.attack)}
 
 
 def clip_range(preprocess):

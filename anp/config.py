@@ -13,11 +13,14 @@ ADVERSARIAL_METHODS = ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm
 PREPROCESS = ("pixel", "original")
 BIAS_INITS = ("glorot", "zeros")
 DEFENSES = ("none", "sap")
+SAP_GRADIENTS = ("full", "stopped")  # --sap_gradient (anp/sap.py)
 ATTACK_DTYPES = ("float32", "bfloat16")
 HYDRA_STAGES = ("prune", "finetune")
 HYDRA_SCORES = ("learned", "magnitude")
 HYDRA_GRANULARITIES = ("weight", "channel")
-HYDRA_OBJECTIVES = ("trades", "at")
+HYDRA_OBJECTIVES = ("trades", "at", "adv")
+HYDRA_OPTIMIZERS = ("adam", "sgd")
+ADMM_LOSSES = ("adv", "mixed")
 STRATEGIES = ("default", "mirrored", "cpu_split", "multi_worker", "tpu")
 
 # Per-dataset defaults of the original README (divyam3897/ANP_VS) and paper. val_examples is
@@ -41,6 +44,15 @@ DATASET_DEFAULTS = {
 BNN_DEFAULTS = dict(bnn_prior_sigma=0.05, bnn_init_sigma=0.05, beta=1.0)
 BNN_EOT_SAMPLES = 10
 
+# The references' MNIST / Fashion-MNIST settings of the TRADES objective (train_trades_mnist.py:
+# 40 steps of 0.01 from x + 0.001 N(0, 1), whose 20 would end within 0.2 of x; beta 1) and of
+# CE(x_adv) (the ADMM code's adversarial MNIST config: PGD-40). TRADES' beta is 6 elsewhere
+# (train_trades_cifar10.py; HYDRA's default). Weight decay of CE(x_adv): the ADMM code's SGD
+# 1e-6 in the ADMM stage, none in its Adam retraining (--method=hydra --hydra_objective=adv).
+MNIST_ATTACK_STEPS = {"trades": 40, "adv": 40}
+TRADES_BETA = {"mnist": 1.0, "fashion_mnist": 1.0, "cifar10": 6.0, "cifar100": 6.0}
+ADV_WEIGHT_DECAY = {"admm": 1e-6, "hydra": 0.0}
+
 
 @dataclasses.dataclass
 class Config:
@@ -61,11 +73,11 @@ class Config:
   batch_size: int = 64
   init_lr: float = 1e-2
   adv_weight: float = 2.0
-  trades_beta: float = 6.0
+  trades_beta: float | None = None  # TRADES_BETA (6 where unused)
   bnn_prior_sigma: float | None = None
   bnn_init_sigma: float | None = None
   bnn_ensemble: int = 20
-  weight_decay: float = 1e-4
+  weight_decay: float | None = None  # 1e-4 but ADV_WEIGHT_DECAY
   beta: float | None = None
   lambda_vs: float | None = None
   thres: float = 1e-3
@@ -75,6 +87,8 @@ class Config:
   train_attack_steps: int | None = None
   attack_steps: int = 40
   eval_examples: int | None = None
+  eval_batch: int = 256
+  eval_dir: str | None = None  # where eval.json goes (default: the model's directory)
   val_examples: int | None = None
   jit_compile: bool = False
   compact_attack: bool = True
@@ -83,6 +97,7 @@ class Config:
   # Evaluation suite (--mode=eval) and the other modes.
   attack: str = "pgd"
   restarts: int = 1
+  square_queries: int = 5000
   eot_samples: int | None = None  # 1, or BNN_EOT_SAMPLES for an at_bnn model (run_eval)
   source_model_dir: str | None = None
   sanity_checks: bool = False
@@ -91,10 +106,13 @@ class Config:
   hydra_scores: str = "learned"
   hydra_granularity: str = "weight"
   hydra_objective: str = "trades"
+  hydra_optimizer: str = "adam"  # or sgd: the reference's SGD + per-epoch cosine
+  hydra_lr: float | None = None  # adam 1e-3; sgd 0.1 prune, 0.01 finetune (the reference's)
   prune_ratio: float = 0.9
   # ADMM (--method=admm; anp/admm.py): initial rho and epochs between Z/U updates.
   admm_rho: float = 1e-3
   admm_every: int | None = None
+  admm_loss: str = "adv"  # CE(x_adv) (the authors'), or mixed: at's
   # AWT's ticket search (--method=awt; anp/awt.py): NTT's loss weights (Liu & Zenke 2020),
   # examples of each batch half in the NTK, steps between magnitude re-masks.
   awt_kernel_weight: float = 1e-3
@@ -103,6 +121,7 @@ class Config:
   awt_remask_every: int = 100
   defense: str = "none"
   sap_frac: float = 1.0
+  sap_gradient: str = "full"
   # Devices (anp.distribute): not part of a run's identity, so a run may resume on others.
   strategy: str = "default"
   cpu_replicas: int = 2
@@ -129,6 +148,16 @@ class Config:
           setattr(cfg, key, value)
     if cfg.eot_samples is None:
       cfg.eot_samples = 1
+    term = cfg.data_term  # the references' settings (MNIST_ATTACK_STEPS above)
+    if cfg.train_attack_steps is None and self.dataset in ("mnist", "fashion_mnist"):
+      cfg.train_attack_steps = MNIST_ATTACK_STEPS.get(term)
+    if cfg.trades_beta is None:
+      cfg.trades_beta = TRADES_BETA[self.dataset] if term == "trades" else 6.0
+    if cfg.weight_decay is None:
+      cfg.weight_decay = ADV_WEIGHT_DECAY.get(cfg.method, 1e-4) if term == "adv" else 1e-4
+    if cfg.method == "hydra" and cfg.hydra_lr is None:
+      cfg.hydra_lr = (1e-3 if cfg.hydra_optimizer == "adam"
+                      else 0.1 if cfg.hydra_stage == "prune" else 0.01)
     for key, value in DATASET_DEFAULTS[self.dataset].items():
       if getattr(cfg, key) is None:
         setattr(cfg, key, value)
@@ -146,10 +175,10 @@ class Config:
          self.bias_init)
     from anp.attack_specs import ATTACKS  # late import: attacks pull in TF
     names = self.attack.split(",")
-    need(self.attack == "strongest" or (all(n in ATTACKS for n in names)
-                                        and len(set(names)) == len(names)),
-         "attack", f"strongest or one or more (comma-separated, distinct) of {', '.join(ATTACKS)}",
+    need(all(n in ATTACKS + ("strongest",) for n in names) and len(set(names)) == len(names),
+         "attack", "one or more (comma-separated, distinct) of strongest, " + ", ".join(ATTACKS),
          self.attack)
+    need(self.square_queries >= 1, "square_queries", "an integer >= 1", self.square_queries)
     need(self.defense in DEFENSES, "defense", "one of " + ", ".join(DEFENSES), self.defense)
     need(self.strategy in STRATEGIES, "strategy", "one of " + ", ".join(STRATEGIES),
          self.strategy)
@@ -167,9 +196,12 @@ class Config:
          "deterministic weights (bfloat16 runs in LeNet5's compact attack function only)",
          self.train_attack_dtype)
     need(self.sap_frac > 0, "sap_frac", "a number > 0", self.sap_frac)
+    need(self.sap_gradient in SAP_GRADIENTS, "sap_gradient",
+         "one of " + ", ".join(SAP_GRADIENTS), self.sap_gradient)
     for flag, values in (("hydra_stage", HYDRA_STAGES), ("hydra_scores", HYDRA_SCORES),
                          ("hydra_granularity", HYDRA_GRANULARITIES),
-                         ("hydra_objective", HYDRA_OBJECTIVES)):
+                         ("hydra_objective", HYDRA_OBJECTIVES),
+                         ("hydra_optimizer", HYDRA_OPTIMIZERS), ("admm_loss", ADMM_LOSSES)):
       need(getattr(self, flag) in values, flag, "one of " + ", ".join(values),
            getattr(self, flag))
     need(0 <= self.prune_ratio < 1, "prune_ratio", "a number in [0, 1) (the fraction of "
@@ -178,6 +210,7 @@ class Config:
       need(not (self.hydra_scores == "magnitude" and self.hydra_stage == "prune"),
            "hydra_scores", "'learned' with --hydra_stage=prune (magnitude scores are never "
            "trained: LWM is --hydra_stage=finetune --hydra_scores=magnitude)", self.hydra_scores)
+    need(self.hydra_lr is None or self.hydra_lr > 0, "hydra_lr", "a number > 0", self.hydra_lr)
     need(self.admm_rho > 0, "admm_rho", "a number > 0", self.admm_rho)
     need(self.admm_every is None or self.admm_every >= 1, "admm_every", "an integer >= 1",
          self.admm_every)
@@ -200,6 +233,7 @@ class Config:
          "an integer >= 1", self.steps_per_epoch)
     need(self.val_examples is None or self.val_examples >= 0, "val_examples",
          "an integer >= 0", self.val_examples)
+    need(self.eval_batch >= 1, "eval_batch", "an integer >= 1", self.eval_batch)
     need(self.eval_examples is None or self.eval_examples >= 1, "eval_examples",
          "an integer >= 1", self.eval_examples)
     need(self.checkpoint_every is None or self.checkpoint_every >= 1, "checkpoint_every",
@@ -221,6 +255,16 @@ class Config:
     return self.method in ADVERSARIAL_METHODS
 
   @property
+  def data_term(self):
+    """The weights' data term (anp.objectives): trades, adv (CE(x_adv) alone: --method=admm's
+    default and --hydra_objective=adv), sampled (at_bnn), else mixed (MixedCE)."""
+    if self.method == "hydra":
+      return "mixed" if self.hydra_objective == "at" else self.hydra_objective
+    if self.method == "admm":
+      return self.admm_loss
+    return {"trades": "trades", "at_bnn": "sampled"}.get(self.method, "mixed")
+
+  @property
   def masked(self):
     return self.method in ("bp", "anp", "anp_vs")
 
@@ -235,6 +279,8 @@ class Config:
     with open(path) as f:
       values = json.load(f)
     names = {f.name for f in dataclasses.fields(cls)}
+    if values.get("method") == "admm":  # ADMM runs saved before --admm_loss used the mixed loss
+      values.setdefault("admm_loss", "mixed")
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
@@ -255,8 +301,8 @@ RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from",
 # Also part of a HYDRA run's identity (checked for --method=hydra only, so that the run
 # directories of the other methods resume exactly as before).
 HYDRA_RUN_KEYS = ("hydra_stage", "hydra_scores", "hydra_granularity", "hydra_objective",
-                  "prune_ratio")
-ADMM_RUN_KEYS = ("prune_ratio", "admm_rho", "admm_every")
+                  "prune_ratio", "hydra_optimizer", "hydra_lr")
+ADMM_RUN_KEYS = ("prune_ratio", "admm_rho", "admm_every", "admm_loss")
 AWT_RUN_KEYS = ("prune_ratio", "awt_kernel_weight", "awt_l2", "awt_ntk_examples",
                 "awt_remask_every")
 

@@ -2,9 +2,10 @@
 compiled step (`make_eval_step`), aggregated over the batches (`run_steps`, `evaluate_net`).
 
 Per example: clean and adversarial correctness (the worst case over several attacks), the
-L-inf distance of the chosen adversarial example; summed over examples: the vulnerability
+largest L-inf distance of any attack's example; summed over examples: the vulnerability
 (Madaan et al. 2020, Eq. 2: mean |f(x) - f(x_adv)| over the units of each latent feature map)
-per layer and per unit of one layer. `anp.evaluate` builds the paper's table from it.
+of the first attack's examples (PGD-40 in the paper's table), per layer and per unit of one
+layer. `anp.evaluate` builds the paper's table from it.
 """
 
 import numpy as np
@@ -13,7 +14,7 @@ import tensorflow as tf
 from anp import distribute
 from anp.errors import UserError
 from anp.progress import Progress
-from attacks.common import per_example, predictions_correct
+from attacks.common import predictions_correct
 
 def _example_mean_abs(a, b):
   """Per example mean |a - b| over all units: [B]."""
@@ -45,10 +46,13 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
   `named_attacks`: [(name, attack_fn)]. Gradients come from `source` (black box) or `net`;
   with `compact`, from its `attack_fn()` (pruned units removed; same logits up to rounding)
   where it has one. Predictions and features always come from `net` itself.
-  With several attacks an example is adversarial as soon as one attack fools `net`; its
-  adversarial example (for the vulnerability) is the first attack's that succeeds, else
-  the first attack's. Returns a tf.function (x, y) -> dict of per-example correctness and
-  summed vulnerabilities.
+  An attack with `with_stages` (AutoAttack) also gives, per stage `s` of `attack.stages`,
+  whether an example survives the cascade up to it (`per_attack` row `<name>/<s>`, by the
+  crafting model, just before the attack's own row).
+  With several attacks an example is adversarial as soon as one attack fools `net`. The
+  vulnerability is always that of the first attack's examples, so that its column keeps one
+  meaning whatever attacks follow (the paper's: PGD-40's). Returns a tf.function (x, y) ->
+  dict of per-example correctness and summed vulnerabilities.
   """
   feats_fn = _features_of(net)
   crafter = net if source is None else source
@@ -63,28 +67,28 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
     logits, feats = feats_fn(x)
     craft = craft_fn()
     out = {"clean": predictions_correct(logits, y)}
-    chosen = chosen_feats = robust = None
+    first_adv = first_feats = robust = linf = None
     per_attack = []
     for _, attack in named_attacks:
-      x_adv = tf.stop_gradient(attack(craft, x, y))
+      if hasattr(attack, "with_stages"):  # a cascade: also robust after each stage
+        x_adv, stages = attack.with_stages(craft, x, y)
+        per_attack.extend(tf.unstack(stages))
+      x_adv = tf.stop_gradient(x_adv if hasattr(attack, "with_stages") else attack(craft, x, y))
       logits_adv, feats_adv = feats_fn(x_adv)
       ok = predictions_correct(logits_adv, y)
       per_attack.append(ok)
-      if chosen is None:
-        chosen, chosen_feats, robust = x_adv, feats_adv, ok
+      dist = tf.reduce_max(tf.reshape(tf.abs(x_adv - x), [tf.shape(x)[0], -1]), axis=1)
+      if first_adv is None:
+        first_adv, first_feats, robust, linf = x_adv, feats_adv, ok, dist
       else:
-        take = tf.logical_and(robust, tf.logical_not(ok))
-        pick = lambda new, old: tf.where(per_example(take, new), new, old)  # noqa: E731
-        chosen = pick(x_adv, chosen)
-        chosen_feats = [pick(n, o) for n, o in zip(feats_adv, chosen_feats)]
-        robust = tf.logical_and(robust, ok)
+        robust, linf = tf.logical_and(robust, ok), tf.maximum(linf, dist)
     out["adv"] = robust
     out["per_attack"] = tf.stack(per_attack)
-    out["linf"] = tf.reduce_max(tf.reshape(tf.abs(chosen - x), [tf.shape(x)[0], -1]), axis=1)
+    out["linf"] = linf
     if feats:
       out["layer_vul"] = tf.stack([tf.reduce_sum(_example_mean_abs(c, a))
-                                   for c, a in zip(feats, chosen_feats)])
-      out["unit_vul"] = _unit_abs_sum(feats[feature_layer], chosen_feats[feature_layer])
+                                   for c, a in zip(feats, first_feats)])
+      out["unit_vul"] = _unit_abs_sum(feats[feature_layer], first_feats[feature_layer])
     return out
 
   return step
@@ -144,5 +148,6 @@ def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_
   step = make_eval_step(net, named, source=source, feature_layer=feature_layer,
                         compact=compact)
   step = distribute.per_example_step(strategy, step, STEP_AXES)
-  return run_steps(step, dataset, n_examples, names=[n for n, _ in named], verbose=verbose,
-                   label=label)
+  names = [row for n, a in named
+           for row in [f"{n}/{s}" for s in getattr(a, "stages", ())] + [n]]
+  return run_steps(step, dataset, n_examples, names=names, verbose=verbose, label=label)

@@ -1,12 +1,14 @@
 """--mode=eval: the paper's table for one model, stronger attacks and gradient-masking checks.
 
 `run_eval` evaluates `--model_dir` (a training run, an original TF1 checkpoint or a SavedModel,
-`anp.loading`) on the test set and writes `<model_dir>/eval.json` (fractions) and `eval.md`, the
-row of the original README's tables (`anp.tables`; printed in percent):
+`anp.loading`) on the test set and writes `eval.json` (fractions) and `eval.md`, the row of the
+original README's tables (`anp.tables`; printed in percent), into `--eval_dir` (default: the
+model directory), each whole or not at all:
 
-* White box: `--attack` (`anp.attack_specs`) on the model; strongest is the per-example worst
-  case over pgd, apgd-ce, apgd-dlr and cw. Each batch's attacks and evaluation run in one
-  tf.function (`make_eval_step`).
+* White box: `--attack` (`anp.attack_specs`) on the model; several attacks give the per-example
+  worst case (strongest: pgd, apgd-ce, apgd-dlr, cw and square; autoattack: its cascade, with
+  the accuracy after each stage). Each batch's attacks and evaluation run in one tf.function
+  (`make_eval_step`).
 * Black box: PGD examples crafted on `--source_model_dir` (same data set and input space) and
   transferred; "n/a" without a source.
 * Vulnerability (Madaan et al. 2020, Eq. 2): mean |f(x) - f(x_adv)| over the units of each
@@ -28,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from anp import data, distribute, hydra
-from anp.attack_specs import EVAL_BATCH, AttackSpec, attack_specs, clip_range, make_attack
+from anp.attack_specs import AttackSpec, attack_specs, clip_range, make_attack
 from anp.bnn import BnnEnsemble, parameter_counts
 from anp.config import BNN_EOT_SAMPLES, run_config_path
 from anp.errors import UserError
@@ -49,6 +51,13 @@ from anp.tables import (efficiency_columns, format_table, hydra_settings, markdo
 def output_dir(model_dir):
   """Where eval.json goes: the model directory, or the folder of a checkpoint prefix."""
   return model_dir if os.path.isdir(model_dir) else os.path.dirname(model_dir) or "."
+
+
+def _write(path, text):
+  """Writes a file whole or not at all (a temporary file renamed over it)."""
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
 
 
 def _warn(result, message):
@@ -73,7 +82,7 @@ def run_eval(cfg, arrays=None, verbose=True):
     if kind == "saved_model":
       raise UserError("Flag --defense=sap: needs a training run or an original checkpoint "
                       "(its activations), not a SavedModel.")
-    net = SapNet(net, cfg.sap_frac)
+    net = SapNet(net, cfg.sap_frac, differentiable=cfg.sap_gradient == "full")
   # The attack settings come from the flags, the data set and input space from the model.
   cfg = dataclasses.replace(cfg, dataset=run_cfg.dataset,
                             preprocess=run_cfg.preprocess).resolved()
@@ -82,7 +91,7 @@ def run_eval(cfg, arrays=None, verbose=True):
   info = data.dataset_info(cfg.dataset)
   _, _, x_te, y_te = arrays or data.load_arrays(cfg.dataset, cfg.data_dir, test_only=True)
   n = min(cfg.eval_examples or len(x_te), len(x_te))
-  test_ds = data.make_dataset(x_te[:n], y_te[:n], EVAL_BATCH, training=False,
+  test_ds = data.make_dataset(x_te[:n], y_te[:n], cfg.eval_batch, training=False,
                               preprocess=cfg.preprocess)
   clip = clip_range(cfg.preprocess)
   specs = attack_specs(cfg, clip)
@@ -102,11 +111,14 @@ def run_eval(cfg, arrays=None, verbose=True):
   # The defence of the flags, or the one a SavedModel was exported with (--defense=sap).
   defense = cfg.defense if cfg.defense != "none" or not known else run_cfg.defense
   frac = cfg.sap_frac if cfg.defense != "none" or not known else run_cfg.sap_frac
+  sap_gradient = cfg.sap_gradient if cfg.defense != "none" or not known else \
+      run_cfg.sap_gradient
   result = dict(model_dir=cfg.model_dir, model_kind=kind, dataset=cfg.dataset,
                 method=run_cfg.method if known else None,
                 init_from=run_cfg.init_from if known else None, preprocess=cfg.preprocess,
                 hydra=hydra_settings(run_cfg) if known else None,
-                defense=None if defense == "none" else dict(name=defense, frac=frac),
+                defense=None if defense == "none" else dict(name=defense, frac=frac,
+                                                            gradient=sap_gradient),
                 architecture=architecture(cfg.dataset), bnn=bnn, warnings=[])
   x0, _ = next(iter(test_ds))
   stochastic = is_stochastic(net, x0)
@@ -128,12 +140,14 @@ def run_eval(cfg, arrays=None, verbose=True):
   first = next(iter(specs.values())).as_dict()
   result.update(
       clean_acc=wb["clean_acc"], adv_acc=wb["adv_acc"], vulnerability=wb["vulnerability"],
+      vulnerability_attack=next(iter(specs)),
       layer_vulnerability=wb["layer_vulnerability"], per_attack=wb["per_attack"],
       unit_vulnerability=None if wb["unit_vulnerability"] is None else dict(
           layer=len(wb["layer_vulnerability"]) - 1, values=wb["unit_vulnerability"]),
       examples=wb["examples"], max_linf=wb["max_linf"],
       attack=dict(first, name=cfg.attack, attacks=list(specs),
-                  compact_attack=cfg.compact_attack))
+                  compact_attack=cfg.compact_attack, eval_batch=cfg.eval_batch,
+                  specs={name: spec.as_dict() for name, spec in specs.items()}))
 
   # Black box.
   result["blackbox"] = None
@@ -193,7 +207,8 @@ def run_eval(cfg, arrays=None, verbose=True):
     sanity = sanity_checks(
         net, xs, ys, pgd_spec, verbose=verbose,
         whitebox_acc=result["adv_acc"] if result["blackbox"] else None,
-        blackbox_acc=result["blackbox"]["adv_acc"] if result["blackbox"] else None)
+        blackbox_acc=result["blackbox"]["adv_acc"] if result["blackbox"] else None,
+        per_attack=result["per_attack"])
     result["sanity"] = sanity
     if sanity["possible_gradient_masking"]:
       _warn(result, "possible gradient masking: sanity checks failed: "
@@ -202,12 +217,11 @@ def run_eval(cfg, arrays=None, verbose=True):
   result["table_row"] = table_row(result)
   if distribute.replicas(strategy) > 1:
     result["replicas"] = distribute.replicas(strategy)
-  out_dir = output_dir(cfg.model_dir)
+  out_dir = cfg.eval_dir or output_dir(cfg.model_dir)
   if distribute.is_chief(strategy):  # every worker computed the same result
-    with open(os.path.join(out_dir, "eval.json"), "w") as f:
-      json.dump(result, f, indent=2)
-    with open(os.path.join(out_dir, "eval.md"), "w") as f:
-      f.write(markdown_table([table_cells(result)]))
+    os.makedirs(out_dir, exist_ok=True)
+    _write(os.path.join(out_dir, "eval.json"), json.dumps(result, indent=2))
+    _write(os.path.join(out_dir, "eval.md"), markdown_table([table_cells(result)]))
   print(format_table(result))
   print(markdown_table([table_cells(result)]), end="")
   return result

@@ -166,7 +166,9 @@ def run_export(cfg, arrays=None):
     hook = None
     if cfg.defense == "sap":  # every served call draws a new SAP sample of every activation
       serving_cfg.defense, serving_cfg.sap_frac = "sap", cfg.sap_frac
-      hook = lambda h: sap(h, cfg.sap_frac)  # noqa: E731
+      serving_cfg.sap_gradient = cfg.sap_gradient
+      hook = lambda h: sap(h, cfg.sap_frac,  # noqa: E731
+                           differentiable=cfg.sap_gradient == "full")
       print(f"SAP (frac {cfg.sap_frac:g}) after every latent activation: every call of the "
             "SavedModel is random; attack it with --eot_samples.")
     path = save_for_serving(inference_model(net, info.image_shape, hook), cfg.export_dir,

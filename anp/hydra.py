@@ -16,19 +16,26 @@ Scores start scaled to the pretrained weights, s = sqrt(6 / fan_in) * w / max|w|
 pruning. LWM (the paper's baseline) is that mask kept: finetune straight from the pretrained
 run with `--hydra_scores=magnitude`.
 
+Both stages train with one optimizer (`optimizer`): by default Adam at --hydra_lr (1e-3) with
+the original's x0.1 decay, as every unmasked method here; `--hydra_optimizer=sgd` is the
+reference's SGD (momentum 0.9) with its per-epoch cosine schedule (`CosineEpochs`), at 0.1 for
+pruning and 0.01 for finetuning unless --hydra_lr is given.
+
 This module says which variables each stage trains (`stage_variables`), initialises scores
-(`init_scores`), checks a stage's --init_from (`check_init_from`) and counts the zeroed
-weights of unstructured pruning (`weight_efficiency`).
+(`init_scores`), builds the stages' optimizer, checks a stage's --init_from (`check_init_from`)
+and counts the zeroed weights of unstructured pruning (`weight_efficiency`).
 """
 
 import math
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from anp.config import Config, run_config_path
 from anp.errors import UserError
+from anp.model import adam, staircase
 from models.subnet import kernel_of, subnet_layers
 
 
@@ -53,6 +60,32 @@ def stage_variables(net, stage):
   if stage == "finetune":
     return [v for v in net.trainable_variables if id(v) not in scores]
   raise ValueError(f"Expected stage 'prune' or 'finetune'. Received: stage={stage!r}")
+
+
+class CosineEpochs(keras.optimizers.schedules.LearningRateSchedule):
+  """The reference's `cosine_schedule` (utils/schedules.py), set once per epoch: epoch
+  e = step // steps_per_epoch (0-based) trains at lr * (1 + cos((e - 1) / epochs * pi)) / 2."""
+
+  def __init__(self, lr, epochs, steps_per_epoch):
+    self.lr, self.epochs, self.steps_per_epoch = float(lr), int(epochs), int(steps_per_epoch)
+
+  def __call__(self, step):
+    epoch = tf.cast(tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch), tf.float32)
+    return self.lr * 0.5 * (1.0 + tf.cos((epoch - 1.0) / self.epochs * math.pi))
+
+  def get_config(self):
+    return dict(lr=self.lr, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch)
+
+
+def optimizer(cfg, total_steps, decay):
+  """The stages' optimizer of a resolved config: Adam with the staircase at `decay`, or SGD
+  (momentum 0.9) with `CosineEpochs` (weight decay is the trainer's L2 term, --weight_decay
+  1e-4 = the reference's SGD weight_decay)."""
+  if cfg.hydra_optimizer == "sgd":
+    epochs = max(1, cfg.epochs)
+    return keras.optimizers.SGD(CosineEpochs(cfg.hydra_lr, epochs, max(1, total_steps // epochs)),
+                                momentum=0.9)
+  return adam(staircase(cfg.hydra_lr, total_steps, decay))
 
 
 def _scaled(values, fan_in):

@@ -48,16 +48,17 @@ class AdversarialTrainer(keras.Model):
   anp_vs      x        x      x        x
   at_bnn            x (only)          Bayesian weights (Adv-BNN, `SampledCE`)
   hydra       x    PGD CE / KL         (HYDRA's scores / weights by stage: `trained_variables`)
-  admm        x        x               ADMM's penalty (`regularizer`, anp.admm)
+  admm              x (only)          ADMM's penalty (`regularizer`, anp.admm; `AdvCE`)
   awt         (AWT's search: distances to a dense teacher on its PGD examples, anp.awt)
 
   Weights minimise
     D + beta KL / N + wd L2 + lambda V(x, x_adv)
   where the data term D is the `objective`'s: (CE(x) + w CE(x_adv)) / (1 + w) by default
   (`anp.objectives.MixedCE`), CE(x) + beta_t KL(f(x) || f(x_adv)) for TRADES (`Trades`), CE(x)
-  alone without adversarial examples, CE(x_adv) for Adv-BNN, whose KL is that of its Bayesian
-  layers (weight decay skips their log-sigmas). The mask parameters minimise, with
-  their own optimizer, CE(x_adv) + beta KL / N (CE(x) for bp), as in the original code.
+  alone without adversarial examples, CE(x_adv) for ADMM (`AdvCE`) and Adv-BNN, whose KL is
+  that of its Bayesian layers (weight decay skips their log-sigmas). The mask parameters
+  minimise, with their own optimizer, CE(x_adv) + beta KL / N (CE(x) for bp), as in the
+  original code.
   `regularizer` (a function () -> scalar, e.g. ADMM's rho/2 ||W - Z + U||^2) is added to the
   weights' loss. x_adv is made by L-inf PGD on the network in inference mode, outside the tape.
   The clean and adversarial passes each draw their own per-example masks, and their

@@ -9,6 +9,8 @@ the trainer's.
            (Madry et al. 2018 with the ANP-VS code's mixing weight w = --adv_weight).
   Trades   trades: PGD on KL(f(x) || f(x_adv)) from a small Gaussian start, then
            CE(x) + beta KL(f(x) || f(x_adv)) (Zhang et al. 2019, beta = --trades_beta).
+  AdvCE    admm (default), hydra --hydra_objective=adv: PGD on the cross-entropy, then
+           CE(x_adv) alone (Ye et al. 2019's ADMM and retraining loss, their adv_main.py).
   SampledCE  at_bnn: PGD on a Bayesian network with a new weight sample per step, then
            CE(x_adv) alone on another sample (Liu et al. 2019, Adv-BNN; the trainer adds
            alpha KL / N with alpha = --beta).
@@ -64,7 +66,18 @@ class Trades(Objective):
     return ce_clean + self.beta * kl, {"trades_kl": kl}
 
 
-class SampledCE(Objective):
+class AdvCE(Objective):
+  """CE(x_adv) alone on PGD-CE examples, without the clean cross-entropy."""
+
+  def craft(self, model_fn, x, y, seed, attack_args):
+    return pgd(model_fn, x, y, seed=seed, **attack_args)
+
+  def data_loss(self, y, logits, logits_adv, ce_clean, ce_adv):
+    del y, logits, logits_adv, ce_clean
+    return ce_adv, {}
+
+
+class SampledCE(AdvCE):
   """Adv-BNN: min over the posterior of E_w[CE(f_w(x_adv))] + alpha KL(q || p) / N.
 
   The examples come from `anp.bnn.sampled_pgd` on the stochastic network (a weight sample per
@@ -77,7 +90,3 @@ class SampledCE(Objective):
     return sampled_pgd(model_fn, x, y, seed=seed, **attack_args)
 
   craft = attack
-
-  def data_loss(self, y, logits, logits_adv, ce_clean, ce_adv):
-    del y, logits, logits_adv, ce_clean
-    return ce_adv, {}

@@ -23,7 +23,7 @@ import numpy as np
 
 from anp.errors import UserError
 from anp.evaluate import output_dir
-from anp.tables import markdown_table, model_name, table_cells
+from anp.tables import markdown_table, model_name, per_attack_label, table_cells
 
 REQUIRED = ("clean_acc", "adv_acc")
 UNITS_PNG = "units_per_layer.png"
@@ -209,16 +209,26 @@ def _describe(name, run, result):
 
 def attack_table(results, names):
   """Robust accuracy (%) per attack and the per-example worst case; '' without such runs."""
-  attacks = []
+  attacks, labels = [], {}
   for r in results:
-    attacks += [a for a in (r.get("per_attack") or {}) if a not in attacks]
+    for a in r.get("per_attack") or {}:
+      if a not in attacks:
+        attacks.append(a)
+        labels[a] = per_attack_label(r, a)
   if not any(len(r.get("per_attack") or {}) > 1 for r in results):
     return ""
-  header = ["Model"] + attacks + ["Worst case"]
+  header = ["Model"] + [labels[a] for a in attacks] + ["Worst case"]
   lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-  for r, name in zip(results, names):
+
+  def cell(r, a):  # a budget other than the header's is named in the cell
     per = r.get("per_attack") or {}
-    cells = [f"{100 * per[a]:.2f}" if a in per else "" for a in attacks]
+    if a not in per:
+      return ""
+    own = per_attack_label(r, a)
+    return f"{100 * per[a]:.2f}" + ("" if own == labels[a] else f" ({own})")
+
+  for r, name in zip(results, names):
+    cells = [cell(r, a) for a in attacks]
     lines.append("| " + " | ".join([name] + cells + [f"{100 * r['adv_acc']:.2f}"]) + " |")
   return "\n".join(lines) + "\n"
 
@@ -252,8 +262,9 @@ def run_report(cfg):
   per_attack = attack_table(results, names)
   if per_attack:
     lines[-2:-2] = ["## Robust accuracy per attack", "",
-                    "White-box accuracy (%) under each attack of `--attack` (`strongest` or a list); the worst "
-                    "case counts an example as robust only if every attack fails on it.", "",
+                    "White-box accuracy (%) under each attack of `--attack`; the worst case "
+                    "counts an example as robust only if every attack fails on it. 'AutoAttack "
+                    "to X' is the accuracy after AutoAttack's cascade up to its attack X.", "",
                     per_attack]
   lines += [_describe(n, run, r) for n, run, r in zip(names, runs, results)]
   lines += ["", "## Figures", "", f"![Units kept per layer]({UNITS_PNG})", "",

@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from anp.config import Config, run_config_path
@@ -78,17 +79,27 @@ def restore_net(net, path, flag="--init_from"):
   """Loads the network variables of a checkpoint (a run dir or prefix) into `net`.
 
   Only variables present in both are loaded, so a standard model can initialise a
-  masked one (the masks keep their initial values).
+  masked one (the masks keep their initial values); but every weight kernel of `net` must
+  come from the checkpoint, else RunError (training from random weights unawares).
   """
   kind, prefix = locate_checkpoint(path, flag)
   if kind == "original":
     from anp import original_ckpt  # late import: original_ckpt imports anp.runs
     return original_ckpt.restore_original(net, path)["prefix"]
-  status = tf.train.Checkpoint(net=net).restore(prefix).expect_partial()
-  try:
-    status.assert_existing_objects_matched()
-  except AssertionError:
-    pass  # masks absent from an unmasked checkpoint
+  # Every kernel is set to NaN first: one still NaN after the restore had no checkpoint value.
+  kernels = [v for v in net.variables if v.name.endswith("kernel")]
+  before = [v.numpy() for v in kernels]
+  for v in kernels:
+    v.assign(tf.fill(tf.shape(v), tf.constant(np.nan, v.dtype)))
+  # expect_partial: masks, scores or sigmas absent from the checkpoint keep their values.
+  tf.train.Checkpoint(net=net).restore(prefix).expect_partial()
+  missed = [v.path for v in kernels if np.all(np.isnan(v.numpy()))]
+  if missed:
+    for v, value in zip(kernels, before):
+      v.assign(value)
+    raise RunError(f"Flag {flag}: the checkpoint {prefix!r} holds no weights for "
+                   f"{len(missed)} of the network's {len(kernels)} weight kernels (e.g. "
+                   f"{missed[0]}); it is not a checkpoint of this architecture.")
   return prefix
 
 

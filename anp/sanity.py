@@ -67,7 +67,24 @@ def input_gradients(net, x, y, batch=EVAL_BATCH):
           np.concatenate([c.numpy() for _, c in out]))
 
 
-def sanity_checks(net, x, y, spec, *, whitebox_acc=None, blackbox_acc=None,
+def gradient_free_check(per_attack, tol):
+  """Check 9, gradient_free_not_stronger, from an evaluation's per-attack accuracies, or None.
+
+  In AutoAttack's cascade Square runs only on the examples APGD-CE and APGD-T did not fool, so
+  `<autoattack>/apgd-t - <autoattack>/square` is the fraction of examples that only the
+  gradient-free attack finds. More than `tol` of them means the gradients mislead the
+  gradient attacks (masked or obfuscated gradients, Athalye et al. 2018).
+  """
+  for name in ("autoattack",):
+    gradient, free = per_attack.get(f"{name}/apgd-t"), per_attack.get(f"{name}/square")
+    if gradient is not None and free is not None:
+      return dict(gradient_attacks_acc=gradient, gradient_free_acc=free,
+                  found_only_by_gradient_free=gradient - free, attack=name,
+                  passed=gradient - free <= tol)
+  return None
+
+
+def sanity_checks(net, x, y, spec, *, whitebox_acc=None, blackbox_acc=None, per_attack=None,
                   eps_factors=(0.25, 0.5, 1.0, 2.0), step_fractions=(0.25, 0.5, 1.0),
                   large_eps=None, large_eps_max_acc=0.02, min_grad_fraction=0.9, tol=None,
                   verbose=True):
@@ -82,6 +99,8 @@ def sanity_checks(net, x, y, spec, *, whitebox_acc=None, blackbox_acc=None,
   5. iterative_beats_noise: PGD is not weaker than uniform noise in the same ball.
   6. whitebox_beats_blackbox: the white-box attack is not weaker than the transferred
      black-box one (when both accuracies are given).
+  9. gradient_free_not_stronger (when `per_attack`, the evaluation's per-attack accuracies,
+     holds AutoAttack's stages): `gradient_free_check`, on the whole evaluation.
   7. nonzero_gradients: the input gradient is non-zero on at least `min_grad_fraction` of
      the examples.
   8. eot_does_not_help (random models only, when the attack averages fewer than
@@ -95,15 +114,16 @@ def sanity_checks(net, x, y, spec, *, whitebox_acc=None, blackbox_acc=None,
   level = tf.get_logger().level
   tf.get_logger().setLevel("ERROR")  # one traced attack per setting: retracing is expected
   try:
-    return _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, eps_factors,
-                          step_fractions, large_eps, large_eps_max_acc, min_grad_fraction,
-                          tol, verbose)
+    return _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, per_attack or {},
+                          eps_factors, step_fractions, large_eps, large_eps_max_acc,
+                          min_grad_fraction, tol, verbose)
   finally:
     tf.get_logger().setLevel(level)
 
 
-def _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, eps_factors, step_fractions,
-                   large_eps, large_eps_max_acc, min_grad_fraction, tol, verbose):
+def _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, per_attack, eps_factors,
+                   step_fractions, large_eps, large_eps_max_acc, min_grad_fraction, tol,
+                   verbose):
   n = int(len(x))
   tol = max(0.015, 3.0 / n) if tol is None else tol
   pgd = spec.replace(name="pgd", restarts=1)
@@ -158,6 +178,11 @@ def _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, eps_factors, ste
     checks["whitebox_beats_blackbox"] = dict(whitebox_acc=whitebox_acc,
                                              blackbox_acc=blackbox_acc,
                                              passed=whitebox_acc <= blackbox_acc + tol)
+
+  free = gradient_free_check(per_attack, tol)
+  if free:
+    checks["gradient_free_not_stronger"] = free
+    log(f"examples only the gradient-free attack fools: {free['found_only_by_gradient_free']:.4f}")
 
   margin, ce = input_gradients(net, x, y)
   frac, frac_ce = float(np.mean(margin > 0)), float(np.mean(ce > 0))

@@ -9,9 +9,13 @@ import os
 
 from anp import efficiency, hydra
 
-TABLE_COLUMNS = ("Model", "Clean Acc.", "White Box Adversarial acc.",
-                 "Black Box Adversarial acc.", "White Box Vulnerability",
-                 "Black Box Vulnerability", "Memory", "Flops", "Sparsity")
+# The white-box columns: PGD-40 (the paper's attack), AutoAttack (the field's standard) and the
+# per-example worst case of every attack the evaluation ran; the black box transfers PGD-40.
+TABLE_COLUMNS = ("Model", "Clean Acc.", "White box PGD-40 acc.", "White box AutoAttack acc.",
+                 "White box worst case acc.", "Black box acc. (PGD-40 transfer)",
+                 "White Box Vulnerability", "Black Box Vulnerability", "Memory", "Flops",
+                 "Sparsity")
+PAPER_PGD_STEPS = 40
 METHOD_NAMES = {"standard": "Standard", "at": "AT", "trades": "TRADES", "bp": "BP",
                 "anp": "ANP", "anp_vs": "ANP-VS", "at_bnn": "Adv-BNN",
                 "hydra": "HYDRA", "admm": "ADMM (before hard pruning)", "awt": "AWT search"}
@@ -75,11 +79,43 @@ def _fmt(value, spec, scale=1.0):
   return "n/a" if value is None else format(scale * value, spec)
 
 
+def attack_accuracy(result, attack):
+  """(accuracy, spec dict) of one attack of an eval.json dict, or (None, None) if not run.
+
+  `attack` is 'pgd' or 'autoattack' ('autoattack-rand' counts as 'autoattack'); eval.json
+  files written before per-attack specs were recorded give the evaluation's spec.
+  """
+  att = result.get("attack") or {}
+  names = att.get("attacks") or [att.get("name")]
+  found = [n for n in names if n == attack or (attack == "autoattack" and
+                                               str(n).startswith("autoattack"))]
+  if not found:
+    return None, None
+  name = found[0]
+  per = result.get("per_attack") or {}
+  acc = per.get(name, result.get("adv_acc") if len(names) == 1 else None)
+  return acc, (att.get("specs") or {}).get(name, att)
+
+
+def _attack_cell(result, attack):
+  """A white-box cell: the attack's accuracy, its label added where it is not the header's
+  (PGD with other than 40 steps, AutoAttack's rand version)."""
+  acc, spec = attack_accuracy(result, attack)
+  cell = _fmt(acc, ".2f", 100)
+  if acc is not None and attack == "pgd" and spec.get("steps") != PAPER_PGD_STEPS:
+    cell += f" ({attack_label(spec)})"
+  if acc is not None and attack == "autoattack" and spec.get("name") == "autoattack-rand":
+    cell += " (rand)"
+  return cell
+
+
 def table_cells(result, name=None):
   """The cells of the README table row of an eval.json dict."""
   bb = result.get("blackbox") or {}
   return [name or model_name(result),
           _fmt(result.get("clean_acc"), ".2f", 100),
+          _attack_cell(result, "pgd"),
+          _attack_cell(result, "autoattack"),
           _fmt(result.get("adv_acc"), ".2f", 100),
           _fmt(bb.get("adv_acc"), ".2f", 100),
           _fmt(result.get("vulnerability"), ".3f"),
@@ -104,8 +140,7 @@ def format_table(result):
   """The printed summary: accuracies and sparsity in percent, as the paper's tables."""
   att = result["attack"]
   several = len(att.get("attacks", ())) > 1  # --attack=strongest or a list
-  label = "strongest of " + "/".join(att["attacks"]) if several else \
-      f"{att['name'].upper()}-{att['steps']}"
+  label = "worst case of " + "/".join(att["attacks"]) if several else attack_label(att)
   if att.get("restarts", 1) > 1:
     label += f" x{att['restarts']} restarts"
   bb = result.get("blackbox")
@@ -131,6 +166,34 @@ def format_table(result):
                  "FAILED: " + ", ".join(sanity["failed"]) + " (possible gradient masking)"))
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def attack_label(spec):
+  """'PGD-40', 'APGD-CE-100', 'Square-5000', 'AutoAttack' of an attack's spec dict."""
+  name = spec["name"]
+  if name.startswith("autoattack"):
+    return "AutoAttack" + ("-rand" if name.endswith("rand") else "")
+  if name == "square":
+    return f"Square-{spec.get('queries')}"
+  return f"{name.upper()}-{spec['steps']}"
+
+
+STAGE_LABELS = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T",
+                "square": "Square"}
+
+
+def per_attack_label(result, key):
+  """The column header of a `per_attack` key of an eval.json dict: 'PGD-40', 'Square-5000',
+  'AutoAttack', or for a stage of AutoAttack's cascade 'AutoAttack to APGD-T-100' (robust to
+  every stage up to that one)."""
+  att = result.get("attack") or {}
+  specs = att.get("specs") or {}
+  name, _, stage = key.partition("/")
+  spec = specs.get(name) or dict(att, name=name)
+  if not stage:
+    return attack_label(spec)
+  budget = spec.get("queries") if stage == "square" else spec.get("steps")
+  return f"{attack_label(spec)} to {STAGE_LABELS.get(stage, stage)}-{budget}"
 
 
 def efficiency_columns(arch, n_active, unit_counts, n_classes):

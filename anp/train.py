@@ -21,7 +21,7 @@ from anp.config import (ADMM_RUN_KEYS, AWT_RUN_KEYS, HYDRA_RUN_KEYS, RUN_KEYS, C
                         run_config_path)
 from anp.progress import Progress
 from anp.model import AdversarialTrainer, adam, staircase
-from anp.objectives import SampledCE, Trades
+from anp.objectives import AdvCE, SampledCE, Trades
 from anp.runs import (LR_DECAY_POINTS, RunError, architecture, build_net,
                       check_writable_dir, locate_checkpoint, restore_net)
 
@@ -46,7 +46,7 @@ def make_trainer(net, cfg, n_train, total_steps):
   trained = None
   if cfg.method == "hydra":  # one optimizer over the stage's variables (anp.hydra)
     trained = (hydra.stage_variables(net, cfg.hydra_stage), [])
-    weight_opt, mask_opt = wrap(adam(staircase(BASE_LR, total_steps, decay))), None
+    weight_opt, mask_opt = wrap(hydra.optimizer(cfg, total_steps, decay)), None
     weight_opt.build(trained[0])
   elif net.masks:
     weight_opt = wrap(adam(staircase(0.1 * cfg.init_lr, total_steps, decay)))
@@ -89,11 +89,12 @@ def _awt_trainer(net, cfg, n_train, total_steps, wrap):
 
 def objective(cfg):
   """The objective object of a method (`anp.objectives`); None: the trainer's MixedCE."""
-  if cfg.method == "trades" or (cfg.method == "hydra" and cfg.hydra_objective == "trades"):
+  term = cfg.data_term
+  if term == "trades":
     return Trades(cfg.trades_beta)
-  if cfg.method == "at_bnn":
-    return SampledCE()
-  return None
+  if term == "adv":
+    return AdvCE()
+  return SampledCE() if term == "sampled" else None
 
 
 def check_run_dir(cfg):

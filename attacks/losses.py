@@ -47,6 +47,27 @@ def dlr(logits, y):
   return -(true - other) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
+def dlr_targeted(logits, y, target):
+  """Targeted difference of logits ratio (Croce & Hein 2020), [B], maximised by the attacker.
+
+  -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12) for target classes t [B]; positive once
+  z_t exceeds z_y. Needs at least 4 classes.
+  """
+  n_classes = logits.shape[-1]
+  if n_classes is not None and n_classes < 4:
+    raise ValueError(f"The targeted DLR loss needs at least 4 classes. Received logits with "
+                     f"{n_classes} classes.")
+  top = tf.math.top_k(logits, 4).values
+  true = tf.gather(logits, tf.cast(y, tf.int32), batch_dims=1)
+  aim = tf.gather(logits, tf.cast(target, tf.int32), batch_dims=1)
+  return -(true - aim) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
+def margin(logits, y):
+  """z_y - max_{j != y} z_j, [B]: the score Square minimises; <= 0 once misclassified."""
+  return -cw_margin(logits, y)
+
+
 LOSSES = {"ce": cross_entropy, "cw": cw_margin, "dlr": dlr}
 
 

@@ -45,6 +45,12 @@ class VGG(MaskedNet):
           mask=self._mask(2.0, f"bbd{i}"),
           bn=layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name=f"bn{i}"),
           after=layers.MaxPooling2D(2, 2) if after == "M" else layers.Dropout(after)))
+    # The blocks' layers as attributes: TF checkpoints do not see layers inside a list of
+    # dicts, and a checkpoint without them would neither resume nor initialise another run.
+    for i, block in enumerate(self.blocks, start=1):
+      for kind, layer in block.items():
+        if layer is not None:
+          setattr(self, f"block{i}_{kind}", layer)
     n = len(self.config)
     self.flatten = layers.Flatten()
     self.bbd_fc1 = self._mask(-1.0, f"bbd{n + 1}")

@@ -5,9 +5,13 @@
 Reads `<dir>/<row>/eval.json` of each row (a row without one is listed as not evaluated) and
 prints a markdown table: per model the paper's line, ours, and a line saying per column
 whether ours is within TOLERANCE of the paper's number ("met"), else by how much it is above
-or below. The white-box column is PGD-40, the paper's attack (`per_attack['pgd']` of a
-`--attack=strongest` evaluation); the worst case of our attacks has no paper counterpart and
-is printed beside it. With --json: one JSON object per row instead.
+or below. The white-box column is PGD-40, the paper's attack (`per_attack['pgd']`); AutoAttack
+(`per_attack['autoattack']`, `--attack=pgd,autoattack`) and the worst case of all our attacks
+have no paper counterpart and are printed beside it. A second table says how much PGD-40 and
+the former worst case (`<row>/eval_strongest.json`: PGD-40, APGD-CE, APGD-DLR and CW, 40 steps
+each, where kept; it stands in for a missing eval.json) overstate the robust accuracy under
+AutoAttack. With --json: one JSON object
+per row instead.
 
 The paper's numbers are Table 1 of Madaan et al. (ICML 2020), MNIST / LeNet5-Caffe, as the
 original README lists them (means over five runs; it gives no spread, so the tolerances below
@@ -19,7 +23,8 @@ import os
 
 from absl import app, flags
 
-flags.DEFINE_list("rows", ["standard", "bp", "at", "anp", "anp_vs"], "Run folders under DIR.")
+flags.DEFINE_list("rows", ["standard", "bp", "at", "anp", "anp_vs", "pretrained_at", "trades",
+                           "admm", "at_bnn"], "Run folders under DIR.")
 flags.DEFINE_bool("json", False, "One JSON object per row instead of the markdown table.")
 FLAGS = flags.FLAGS
 
@@ -39,14 +44,24 @@ PAPER_MNIST = {
     "at": ("AT", (99.14, 88.03, 94.18, 0.045, 0.040, 100.0, 1.00, 0.00)),
     "anp": ("ANP", None),
     "anp_vs": ("ANP-VS", (99.05, 91.31, 95.43, 0.017, 0.015, 6.81, 10.57, 84.16)),
+    # The paper's baselines beyond the five rows above. ADMM's Sparsity counts weights (80%
+    # weight sparsity), where the other rows count units; AT BNN's Memory counts its two
+    # parameters per weight (mean and sigma).
+    "pretrained_at": ("Pretrained AT", (99.18, 88.26, 94.49, 0.412, 0.381, 100.0, 1.00, 0.00)),
+    "trades": ("TRADES", (99.07, 89.67, 95.04, 0.037, 0.033, 100.0, 1.00, 0.00)),
+    "admm": ("ADMM", (99.01, 88.47, 94.61, 0.041, 0.038, 100.0, 1.00, 80.00)),
+    "at_bnn": ("AT BNN", (99.16, 88.44, 94.87, 0.364, 0.199, 200.0, 0.50, 0.00)),
 }
 _FORMAT = dict(wb_vuln=".3f", bb_vuln=".3f")
+
+
+def pct(v):
+  return None if v is None else 100.0 * v
 
 
 def ours(result):
   """The paper's columns of an eval.json dict, in the paper's units (None where missing),
   and the worst case of our white-box attacks (percent)."""
-  pct = lambda v: None if v is None else 100.0 * v
   bb = result.get("blackbox") or {}
   per_attack = result.get("per_attack") or {}
   pgd = per_attack.get("pgd")
@@ -78,10 +93,18 @@ def compare(run_dir, row):
   name, paper = PAPER_MNIST[row]
   path = os.path.join(run_dir, row, "eval.json")
   out = dict(row=row, model=name, paper=dict(zip(COLUMNS, paper)) if paper else None,
-             ours=None, worst_case=None, verdict=None)
+             ours=None, worst_case=None, autoattack=None, former_worst_case=None, verdict=None)
+  former = os.path.join(run_dir, row, "eval_strongest.json")
+  if os.path.isfile(former):
+    with open(former) as f:
+      out["former_worst_case"] = pct(json.load(f).get("adv_acc"))
+  if not os.path.isfile(path):  # not yet evaluated with AutoAttack: the former evaluation
+    path = former
   if os.path.isfile(path):
     with open(path) as f:
-      out["ours"], out["worst_case"] = ours(json.load(f))
+      result = json.load(f)
+    out["ours"], out["worst_case"] = ours(result)
+    out["autoattack"] = pct((result.get("per_attack") or {}).get("autoattack"))
     if paper:
       out["verdict"] = {c: verdict(c, out["paper"][c], out["ours"][c]) for c in COLUMNS}
   return out
@@ -91,22 +114,41 @@ def _cell(column, value):
   return "n/a" if value is None else format(value, _FORMAT.get(column, ".2f"))
 
 
+def overstatement(rows):
+  """Per evaluated row: PGD-40, the former worst case and AutoAttack, and by how many points
+  the first two overstate AutoAttack's robust accuracy."""
+  lines = ["| Model | White box (PGD-40) | Former worst case (PGD-40, APGD-CE-40, APGD-DLR-40, "
+           "CW-40) | AutoAttack | PGD-40 overstates by | Former worst case overstates by |",
+           "| --- " * 6 + "|"]
+  for r in rows:
+    if r["ours"] is None or r["autoattack"] is None:
+      continue
+    aa, pgd, former = r["autoattack"], r["ours"]["white_box"], r["former_worst_case"]
+    gap = lambda v: "n/a" if v is None else f"{v - aa:.2f}"  # noqa: E731
+    lines.append(f"| {r['model']} | {_cell('', pgd)} | {_cell('', former)} | {aa:.2f} | "
+                 f"{gap(pgd)} | {gap(former)} |")
+  return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def markdown(rows):
-  lines = ["| Model | " + " | ".join(HEADER) + " | Worst case of our attacks |",
-           "| --- " * (len(HEADER) + 2) + "|"]
+  lines = ["| Model | " + " | ".join(HEADER) + " | AutoAttack | Worst case of our attacks |",
+           "| --- " * (len(HEADER) + 3) + "|"]
   for r in rows:
     if r["paper"]:
       lines.append(f"| {r['model']}, paper | "
-                   + " | ".join(_cell(c, r["paper"][c]) for c in COLUMNS) + " | |")
+                   + " | ".join(_cell(c, r["paper"][c]) for c in COLUMNS) + " | | |")
     if r["ours"] is None:
-      lines.append(f"| {r['model']}, ours | not evaluated |" + " |" * len(HEADER))
+      lines.append(f"| {r['model']}, ours | not evaluated |" + " |" * (len(HEADER) + 1))
       continue
     lines.append(f"| {r['model']}, ours | " + " | ".join(_cell(c, r["ours"][c]) for c in COLUMNS)
-                 + f" | {_cell('worst_case', r['worst_case'])} |")
+                 + f" | {_cell('', r['autoattack'])} | {_cell('worst_case', r['worst_case'])} |")
     if r["verdict"]:
       lines.append(f"| {r['model']}: met? | "
-                   + " | ".join(r["verdict"][c] or "n/a" for c in COLUMNS) + " | |")
-  return "\n".join(lines) + "\n"
+                   + " | ".join(r["verdict"][c] or "n/a" for c in COLUMNS) + " | | |")
+  table = "\n".join(lines) + "\n"
+  extra = overstatement(rows)
+  return table + ("\nRobust accuracy (%) under AutoAttack, and how much the other white-box "
+                  "numbers overstate it:\n\n" + extra if extra else "")
 
 
 def main(argv):

@@ -97,6 +97,64 @@ def test_trainer_adds_the_regularizer_to_the_weights_loss():
   assert losses[1] - losses[0] == pytest.approx(5.0, abs=1e-5)
 
 
+def _one_step_stats(cfg):
+  """The logged loss, ce_clean and ce_adv of one train step without the ADMM penalty."""
+  from anp.runs import build_net
+  from anp.train import make_trainer
+  keras.utils.set_random_seed(0)
+  trainer = make_trainer(build_net(cfg), cfg, n_train=60000, total_steps=100)
+  trainer.regularizer = None
+  x = tf.random.stateless_uniform([8, 28, 28, 1], [1, 2])
+  logs = trainer.train_step((x, tf.range(8)))
+  return trainer, {k: float(logs[k]) for k in ("loss", "ce_clean", "ce_adv")}
+
+
+def test_admm_minimises_the_adversarial_ce_by_default_as_the_authors():
+  """adv_main.py: CE(x_adv) + the ADMM penalty, PGD-40 at eps 0.3 on MNIST; SGD decay 1e-6."""
+  from anp.config import Config
+  from anp.objectives import AdvCE
+  cfg = Config(dataset="mnist", method="admm").resolved()
+  assert (cfg.admm_loss, cfg.train_attack_steps, cfg.eps, cfg.admm_every) == ("adv", 40, 0.3, 4)
+  assert cfg.weight_decay == 1e-6
+  cfg = Config(dataset="mnist", method="admm", train_attack_steps=2, weight_decay=0.0).resolved()
+  trainer, s = _one_step_stats(cfg)
+  assert isinstance(trainer.objective, AdvCE)
+  assert s["loss"] == pytest.approx(s["ce_adv"], rel=1e-6)
+  assert abs(s["ce_adv"] - s["ce_clean"]) > 1e-4  # the two terms differ: the test can tell
+
+
+def test_admm_loss_mixed_gives_the_at_objective():
+  from anp.config import Config
+  cfg = Config(dataset="mnist", method="admm", admm_loss="mixed").resolved()
+  assert (cfg.train_attack_steps, cfg.weight_decay) == (20, 1e-4)
+  cfg = Config(dataset="mnist", method="admm", admm_loss="mixed", train_attack_steps=2,
+               weight_decay=0.0).resolved()
+  _, s = _one_step_stats(cfg)
+  assert s["loss"] == pytest.approx((s["ce_clean"] + 2.0 * s["ce_adv"]) / 3.0, rel=1e-6)
+
+
+def test_retraining_objective_adv_is_the_adversarial_ce_without_decay():
+  from anp.config import Config
+  cfg = Config(dataset="mnist", method="hydra", hydra_stage="finetune",
+               hydra_scores="magnitude", hydra_objective="adv").resolved()
+  assert (cfg.train_attack_steps, cfg.weight_decay) == (40, 0.0)
+  cfg = Config(dataset="mnist", method="hydra", hydra_stage="finetune",
+               hydra_scores="magnitude", hydra_objective="adv", train_attack_steps=2).resolved()
+  _, s = _one_step_stats(cfg)
+  assert s["loss"] == pytest.approx(s["ce_adv"], rel=1e-6)
+
+
+def test_admm_runs_saved_before_the_flag_load_with_the_mixed_loss(tmp_path):
+  import json
+  from anp.config import ADMM_RUN_KEYS, Config
+  assert "admm_loss" in ADMM_RUN_KEYS
+  path = str(tmp_path / "config.json")
+  for method, want in (("admm", "mixed"), ("at", "adv")):
+    with open(path, "w") as f:
+      json.dump(dict(method=method, dataset="mnist"), f)
+    assert Config.load(path).admm_loss == want
+
+
 needs_data = pytest.mark.skipif(not have_real_data(),
                                 reason=f"real MNIST not found in {SHARED_DATA}")
 
@@ -124,7 +182,7 @@ def test_admm_run_checkpoints_its_state_resumes_and_retrains_as_a_hydra_finetune
   assert log[-1]["admm_rho"] == pytest.approx(1e-3 * 1.3 ** 2)
   # Hard prune + masked retraining: HYDRA's finetune with magnitude scores, same ratio.
   finetune = dict(method="hydra", hydra_stage="finetune", hydra_scores="magnitude",
-                  hydra_objective="at", init_from=run, epochs=1, **common)
+                  hydra_objective="adv", init_from=run, epochs=1, **common)
   with pytest.raises(UserError, match="--prune_ratio: expected the ADMM run's value, 0.9"):
     main.run(Config(prune_ratio=0.5, model_dir=str(tmp_path / "bad"), **finetune))
   admm_net, _ = load_run(run)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not have_real_data(),
                                 reason=f"real MNIST not found in {SHARED_DATA}")
 
 # eps 0.1 with 20 steps of 0.01: a budget PGD can use, a standard model is partly robust.
-ATTACK = dict(eps=0.1, step_size=0.01, attack_steps=20)
+ATTACK = dict(eps=0.1, step_size=0.01, attack_steps=20, square_queries=200)
 
 
 def train_run(model_dir, seed, steps):
@@ -44,20 +44,24 @@ def eval_cfg(model_dir, **kw):
 
 
 def test_table_row_formats_like_the_readme():
-  result = dict(method="anp_vs", clean_acc=0.99054, adv_acc=0.91311, vulnerability=0.01704,
+  result = dict(method="anp_vs", clean_acc=0.99054, adv_acc=0.71311, vulnerability=0.01704,
                 blackbox=dict(adv_acc=0.95431, vulnerability=0.0151), memory_pct=6.8112,
-                flops_ratio=10.5714, sparsity=0.84161)
+                flops_ratio=10.5714, sparsity=0.84161,
+                per_attack={"pgd": 0.91311, "autoattack": 0.72},
+                attack=dict(name="pgd,autoattack", attacks=["pgd", "autoattack"], steps=40))
   assert tables.table_row(result) == \
-      "| ANP-VS | 99.05 | 91.31 | 95.43 | 0.017 | 0.015 | 6.81 | 10.57 | 84.16 |"
-  result.update(blackbox=None, memory_pct=None, flops_ratio=None, method="standard")
+      "| ANP-VS | 99.05 | 91.31 | 72.00 | 71.31 | 95.43 | 0.017 | 0.015 | 6.81 | 10.57 | 84.16 |"
+  # One attack: its accuracy is the worst case; a PGD of other than 40 steps says so.
+  result.update(blackbox=None, memory_pct=None, flops_ratio=None, method="standard",
+                per_attack={"pgd": 0.71311}, attack=dict(name="pgd", attacks=["pgd"], steps=20))
   assert tables.table_row(result) == \
-      "| Standard | 99.05 | 91.31 | n/a | 0.017 | n/a | n/a | n/a | 84.16 |"
+      "| Standard | 99.05 | 71.31 (PGD-20) | n/a | 71.31 | n/a | 0.017 | n/a | n/a | n/a | 84.16 |"
   assert tables.model_name(dict(method="at")) == "AT"
   assert tables.model_name(dict(method="at", init_from="runs/standard")) == "Pretrained AT"
   header = tables.markdown_table([]).splitlines()[0]
-  assert header == ("| Model | Clean Acc. | White Box Adversarial acc. | Black Box Adversarial "
-                    "acc. | White Box Vulnerability | Black Box Vulnerability | Memory | Flops "
-                    "| Sparsity |")
+  assert header == ("| Model | Clean Acc. | White box PGD-40 acc. | White box AutoAttack acc. | "
+                    "White box worst case acc. | Black box acc. (PGD-40 transfer) | White Box "
+                    "Vulnerability | Black Box Vulnerability | Memory | Flops | Sparsity |")
 
 
 def test_eval_writes_paper_table_blackbox_and_sanity(runs, tmp_path):
@@ -92,12 +96,13 @@ def test_eval_writes_paper_table_blackbox_and_sanity(runs, tmp_path):
   assert sanity["checks"]["large_eps"]["adv_acc"] <= 0.02
 
   lines = open(os.path.join(runs["target"], "eval.md")).read().splitlines()
-  assert lines[0].startswith("| Model | Clean Acc. | White Box Adversarial acc. |")
+  assert lines[0].startswith("| Model | Clean Acc. | White box PGD-40 acc. |")
   cells = [c.strip() for c in lines[2].strip("|").split("|")]
-  assert len(cells) == 9 and cells[0] == "Standard"
+  assert len(cells) == 11 and cells[0] == "Standard"
   assert cells[1] == f"{100 * saved['clean_acc']:.2f}"
-  assert cells[3] == f"{100 * bb['adv_acc']:.2f}" and cells[8] == "0.00"
-  assert (cells[6], cells[7]) == ("100.00", "1.00")
+  assert cells[5] == f"{100 * bb['adv_acc']:.2f}" and cells[10] == "0.00"
+  assert cells[3] == "n/a"  # no AutoAttack in this evaluation
+  assert (cells[8], cells[9]) == ("100.00", "1.00")
 
   from anp.report import run_report
   out = run_report(Config(mode="report", runs=runs["target"], report_dir=str(tmp_path)))
@@ -121,8 +126,8 @@ def test_strongest_is_the_per_example_worst_case(runs):
   alone = evaluate.run_eval(eval_cfg(runs["target"], attack="apgd-ce"), mnist_slice(),
                             verbose=False)  # APGD has no random start: deterministic
   assert alone["adv_acc"] == pair["per_attack"]["apgd-ce"]
-  assert "strongest of pgd/apgd-ce" in tables.format_table(pair)
-  with pytest.raises(UserError, match="--attack: expected strongest or one or more"):
+  assert "worst case of pgd/apgd-ce" in tables.format_table(pair)
+  with pytest.raises(UserError, match="--attack: expected one or more"):
     eval_cfg(runs["target"], attack="pgd,bogus").resolved()
 
 
@@ -241,7 +246,7 @@ def test_sap_defense_is_random_and_named(runs):
   # 300 examples: the last batch (44) has another size, as in a real evaluation.
   result = evaluate.run_eval(eval_cfg(runs["target"], defense="sap", eval_examples=300),
                              mnist_slice(), verbose=False)
-  assert result["stochastic"] and result["defense"] == {"name": "sap", "frac": 1.0}
+  assert result["stochastic"] and result["defense"] == {"name": "sap", "frac": 1.0, "gradient": "full"}
   assert any("eot_samples" in w for w in result["warnings"])
   assert tables.model_name(result) == "Standard + SAP"
 
@@ -264,7 +269,7 @@ def test_sap_export_serves_a_new_sample_per_call_and_evaluates_as_sap(runs, tmp_
   assert np.mean(a.argmax(1) == clean) > 0.8
   result = evaluate.run_eval(eval_cfg(path, eot_samples=2, eval_examples=64), mnist_slice(),
                              verbose=False)
-  assert result["stochastic"] and result["defense"] == {"name": "sap", "frac": 1.0}
+  assert result["stochastic"] and result["defense"] == {"name": "sap", "frac": 1.0, "gradient": "full"}
   assert tables.model_name(result) == "Standard + SAP"
   assert not evaluate.run_eval(eval_cfg(plain, eval_examples=64), mnist_slice(),
                                verbose=False)["stochastic"]
@@ -283,3 +288,44 @@ def test_sanity_checks_compare_random_models_with_eot(runs):
   assert "eot_does_not_help" not in sanity.sanity_checks(net, x, y, spec, **fast)["checks"]
   with_eot = sanity.sanity_checks(sap.SapNet(net), x, y, spec.replace(eot_samples=10), **fast)
   assert "eot_does_not_help" not in with_eot["checks"]  # the attack already uses EOT
+
+
+def test_autoattack_column_and_its_stages(runs):
+  result = evaluate.run_eval(eval_cfg(runs["target"], attack="pgd,autoattack", eval_examples=128,
+                                      square_queries=50), mnist_slice(), verbose=False)
+  per = result["per_attack"]
+  assert list(per) == ["pgd", "autoattack/apgd-ce", "autoattack/apgd-t", "autoattack/square",
+                       "autoattack"]
+  stages = [per[f"autoattack/{s}"] for s in ("apgd-ce", "apgd-t", "square")]
+  assert stages == sorted(stages, reverse=True)  # the cascade only removes examples
+  assert per["autoattack"] <= stages[-1] + 1 / 128  # judged by the net, crafted on its compact twin
+  assert per["autoattack"] <= per["pgd"] + 0.02
+  assert result["adv_acc"] <= min(per["pgd"], per["autoattack"])
+  spec = result["attack"]["specs"]["autoattack"]
+  assert (spec["steps"], spec["queries"]) == (attack_specs.AUTOATTACK_STEPS, 50)
+  cells = tables.table_cells(result)
+  assert cells[2] == f"{100 * per['pgd']:.2f} (PGD-20)"  # ATTACK's 20 steps, named
+  assert cells[3] == f"{100 * per['autoattack']:.2f}"
+
+
+def test_eval_dir_receives_the_files_whole(runs, tmp_path):
+  out = tmp_path / "elsewhere" / "sap_study"
+  before = os.listdir(runs["target"])
+  result = evaluate.run_eval(eval_cfg(runs["target"], eval_examples=32, attack_steps=2,
+                                      eval_dir=str(out)), mnist_slice(), verbose=False)
+  assert sorted(os.listdir(out)) == ["eval.json", "eval.md"]  # no temporary file left
+  assert json.load(open(out / "eval.json"))["clean_acc"] == result["clean_acc"]
+  assert os.listdir(runs["target"]) == before
+
+
+def test_vulnerability_is_the_first_attacks_whatever_follows(runs):
+  """The vulnerability column keeps the paper's meaning (PGD's examples) when stronger attacks
+  are listed after PGD; the L-inf check covers every attack's examples."""
+  cfg = dict(eval_examples=64, attack_steps=5, seed=0)
+  alone = evaluate.run_eval(eval_cfg(runs["target"], attack="apgd-ce", **cfg), mnist_slice(),
+                            verbose=False)
+  both = evaluate.run_eval(eval_cfg(runs["target"], attack="apgd-ce,square", **cfg),
+                           mnist_slice(), verbose=False)
+  assert both["vulnerability_attack"] == "apgd-ce"
+  assert both["layer_vulnerability"] == pytest.approx(alone["layer_vulnerability"], rel=1e-5)
+  assert both["per_attack"]["square"] < 1.0 and both["max_linf"] <= 0.1 + 1e-6

@@ -275,6 +275,52 @@ def test_table_names_hydra_and_lwm_rows():
   assert "Sparsity (%)" in printed and "43,050 of 430,500" in printed
 
 
+@pytest.mark.parametrize("stage,lr", [("prune", 0.1), ("finetune", 0.01)])
+def test_sgd_is_the_references_sgd_with_its_per_epoch_cosine(stage, lr):
+  """inspire-group/hydra: SGD momentum 0.9, lr 0.1 (prune) / 0.01 (finetune README command),
+  set per epoch e (0-based) to lr (1 + cos((e - 1) / epochs pi)) / 2 (utils/schedules.py)."""
+  import keras
+  epochs, spe = 5, 3
+  cfg = hydra_cfg(hydra_optimizer="sgd", hydra_stage=stage, epochs=epochs)
+  assert cfg.hydra_lr == lr
+  trainer = make_trainer(build_net(cfg), cfg, n_train=60000, total_steps=epochs * spe)
+  opt = trainer.optimizer
+  assert isinstance(opt, keras.optimizers.SGD) and opt.momentum == pytest.approx(0.9)
+  for step in range(epochs * spe):
+    e = step // spe
+    want = lr * 0.5 * (1 + math.cos((e - 1) / epochs * math.pi))
+    opt.iterations.assign(step)
+    assert float(opt.learning_rate) == pytest.approx(want, rel=1e-6), step
+  assert hydra_cfg(hydra_optimizer="sgd", hydra_lr=0.05).hydra_lr == 0.05
+  default = hydra_cfg(hydra_stage=stage)  # Adam 1e-3 with the staircase, as before
+  assert (default.hydra_optimizer, default.hydra_lr) == ("adam", 1e-3)
+  assert isinstance(make_trainer(build_net(default), default, 60000, 10).optimizer,
+                    keras.optimizers.Adam)
+  with pytest.raises(UserError, match="--hydra_lr"):
+    hydra_cfg(hydra_lr=0.0)
+
+
+def _readme_commands(heading):
+  """The shell commands (continuation lines joined) of the first code block after `heading`."""
+  with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
+    text = f.read()
+  block = text[text.index(heading):]
+  block = block[block.index("```bash") + len("```bash"):]
+  block = block[:block.index("```")].replace("\\\n", " ")
+  return [line.split("#")[0] for line in block.splitlines() if "main.py" in line]
+
+
+def test_readme_hydra_commands_use_the_references_epochs():
+  """inspire-group/hydra's README: 20 epochs of pruning, then 100 of finetuning (LWM too)."""
+  stages = {}
+  for line in _readme_commands("**HYDRA** (`--method=hydra`"):
+    if "--method=hydra" in line:
+      stage = "prune" if "--hydra_stage=prune" in line else "finetune"
+      stages.setdefault(stage, []).append(line)
+      assert f"--epochs={20 if stage == 'prune' else 100} " in line + " ", line
+  assert len(stages["prune"]) == 1 and len(stages["finetune"]) == 2
+
+
 def test_bad_hydra_settings_are_user_errors():
   with pytest.raises(UserError, match="--hydra_scores"):
     hydra_cfg(hydra_scores="magnitude")  # LWM is a finetune stage
@@ -311,10 +357,12 @@ def test_finetune_needs_a_prune_run_of_the_same_settings(pretrained, tmp_path):
 
 
 @needs_data
-def test_prune_stage_resumes_exactly(pretrained, tmp_path, monkeypatch):
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_prune_stage_resumes_exactly(pretrained, tmp_path, monkeypatch, optimizer):
   def run(model_dir):
     return run_train(hydra_cfg(mode="train", init_from=pretrained, epochs=2, steps_per_epoch=3,
-                               checkpoint_every=2, val_examples=0, model_dir=model_dir),
+                               checkpoint_every=2, val_examples=0, model_dir=model_dir,
+                               hydra_optimizer=optimizer),
                      mnist_slice())
   straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
   log, resumed, names = interrupted_and_resumed(run, straight, split, monkeypatch)

@@ -58,13 +58,14 @@ def test_report_table_and_figures(tmp_path):
   paths = report.run_report(Config(mode="report", runs=f"{std}, {anp}", report_dir=str(out)))
 
   text = (out / "report.md").read_text()
-  assert ("| Model | Clean Acc. | White Box Adversarial acc. | Black Box Adversarial acc. | "
-          "White Box Vulnerability | Black Box Vulnerability | Memory | Flops | Sparsity |"
-          ) in text
-  assert "| Standard | 99.29 | 0.00 | 8.02 | 0.129 | 0.113 | 100.00 | 1.00 | 0.00 |" in text
-  sparsity = 100 * (1 - 167 / 1370)
-  assert (f"| ANP-VS | 99.05 | 91.31 | n/a | 0.017 | n/a | n/a | n/a | {sparsity:.2f} |"
+  assert ("| Model | Clean Acc. | White box PGD-40 acc. | White box AutoAttack acc. | White box "
+          "worst case acc. | Black box acc. (PGD-40 transfer) | White Box Vulnerability | Black "
+          "Box Vulnerability | Memory | Flops | Sparsity |") in text
+  assert ("| Standard | 99.29 | 0.00 | n/a | 0.00 | 8.02 | 0.129 | 0.113 | 100.00 | 1.00 | 0.00 |"
           in text)
+  sparsity = 100 * (1 - 167 / 1370)
+  assert (f"| ANP-VS | 99.05 | 91.31 | n/a | 91.31 | n/a | 0.017 | n/a | n/a | n/a | "
+          f"{sparsity:.2f} |" in text)
   for name in (report.UNITS_PNG, report.VULN_PNG, report.LAYER_PNG):
     assert f"]({name})" in text
     assert_png(out / name)
@@ -75,15 +76,36 @@ def test_report_table_and_figures(tmp_path):
 def test_per_attack_table_for_strongest_runs(tmp_path):
   strong = fake_eval("anp_vs", 0.99, 0.85, 0.02, [7, 25, 105, 30])
   strong.update(per_attack={"pgd": 0.9, "apgd-ce": 0.87, "apgd-dlr": 0.86, "cw": 0.88},
-                attack=dict(strong["attack"], name="strongest"))
+                attack=dict(strong["attack"], name="strongest",
+                            attacks=["pgd", "apgd-ce", "apgd-dlr", "cw"]))
   runs = ",".join([write_run(tmp_path / "a", strong),
                    write_run(tmp_path / "s", fake_eval("standard", 0.99, 0.0, 0.1,
                                                        [20, 50, 800, 500]))])
   report.run_report(Config(mode="report", runs=runs, report_dir=str(tmp_path / "o")))
   text = (tmp_path / "o" / "report.md").read_text()
-  assert "| Model | pgd | apgd-ce | apgd-dlr | cw | Worst case |" in text
+  assert "| Model | PGD-40 | APGD-CE-40 | APGD-DLR-40 | CW-40 | Worst case |" in text
   assert "| ANP-VS | 90.00 | 87.00 | 86.00 | 88.00 | 85.00 |" in text
   assert "| Standard | 0.00 |  |  |  | 0.00 |" in text
+
+
+def test_autoattack_columns_name_their_stages_and_budgets(tmp_path):
+  aa = fake_eval("anp_vs", 0.99, 0.70, 0.02, [7, 25, 105, 30])
+  specs = {"pgd": dict(aa["attack"]),
+           "autoattack": dict(aa["attack"], name="autoattack", steps=100, queries=5000)}
+  aa.update(per_attack={"pgd": 0.88, "autoattack/apgd-ce": 0.76, "autoattack/apgd-t": 0.74,
+                        "autoattack/square": 0.70, "autoattack": 0.70},
+            attack=dict(aa["attack"], name="pgd,autoattack", attacks=["pgd", "autoattack"],
+                        specs=specs))
+  short = fake_eval("at", 0.99, 0.80, 0.02, [20, 50, 800, 500])
+  short["attack"]["steps"] = 20  # another budget under the same column: named in the cell
+  runs = ",".join([write_run(tmp_path / "a", aa), write_run(tmp_path / "b", short)])
+  report.run_report(Config(mode="report", runs=runs, report_dir=str(tmp_path / "o")))
+  text = (tmp_path / "o" / "report.md").read_text()
+  assert ("| Model | PGD-40 | AutoAttack to APGD-CE-100 | AutoAttack to APGD-T-100 | "
+          "AutoAttack to Square-5000 | AutoAttack | Worst case |") in text
+  assert "| ANP-VS | 88.00 | 76.00 | 74.00 | 70.00 | 70.00 | 70.00 |" in text
+  assert "| AT | 80.00 (PGD-20) |  |  |  |  | 80.00 |" in text
+  assert "| ANP-VS | 99.00 | 88.00 | 70.00 | 70.00 | n/a |" in text
 
 
 def test_same_method_twice_gets_folder_names(tmp_path):
@@ -160,7 +182,22 @@ def test_paper_comparison_says_per_column_whether_it_is_met(tmp_path):
   assert rows["anp"]["paper"] is None and rows["anp"]["verdict"] is None
   assert rows["anp"]["ours"] is None and rows["bp"]["ours"] is None
   table = paper.markdown(list(rows.values()))
-  assert "| AT, paper | 99.14 | 88.03 | 94.18 | 0.045 | 0.040 | 100.00 | 1.00 | 0.00 | |" in table
-  assert "| AT, ours | 99.23 | 88.56 | n/a | 0.045 | n/a | 100.00 | 1.00 | 0.00 | 72.96 |" in table
-  assert "| ANP-VS: met? | 1.60 below | met | met | 11.0% above | met | met | met | 1.60 above | |" in table
+  assert "| AT, paper | 99.14 | 88.03 | 94.18 | 0.045 | 0.040 | 100.00 | 1.00 | 0.00 | | |" in table
+  assert ("| AT, ours | 99.23 | 88.56 | n/a | 0.045 | n/a | 100.00 | 1.00 | 0.00 | n/a | 72.96 |"
+          in table)
+  assert ("| ANP-VS: met? | 1.60 below | met | met | 11.0% above | met | met | met | 1.60 above "
+          "| | |" in table)
   assert "| ANP, ours | not evaluated |" in table and "| BP, ours | not evaluated |" in table
+  assert "overstate" not in table  # no AutoAttack evaluated: no second table
+
+  # An AutoAttack evaluation beside the former worst case (eval_strongest.json).
+  write_run(tmp_path / "at_old", at)
+  os.replace(tmp_path / "at_old" / "eval.json", tmp_path / "at" / "eval_strongest.json")
+  at.update(adv_acc=0.6512, per_attack={"pgd": 0.8856, "autoattack": 0.6590})
+  write_run(tmp_path / "at", at)
+  row = paper.compare(str(tmp_path), "at")
+  assert row["autoattack"] == pytest.approx(65.90)
+  assert row["former_worst_case"] == pytest.approx(72.96)
+  table = paper.markdown([row])
+  assert "| AT, ours | 99.23 | 88.56 | n/a | 0.045 | n/a | 100.00 | 1.00 | 0.00 | 65.90 | 65.12 |" in table
+  assert "| AT | 88.56 | 72.96 | 65.90 | 22.66 | 7.06 |" in table

@@ -7,6 +7,7 @@ import sys
 import unittest
 
 import keras
+import pytest
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -187,5 +188,51 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(result["attack"]["steps"], 10)
 
 
+class TradesDefaultsTest(tf.test.TestCase):
+  """TRADES on MNIST: the authors' train_trades_mnist.py (40 steps of 0.01, beta 1)."""
+
+  def test_trades_mnist_defaults_are_the_authors_and_flags_give_the_old_ones(self):
+    for dataset, want in (("mnist", (40, 1.0)), ("fashion_mnist", (40, 1.0)),
+                          ("cifar10", (10, 6.0))):
+      for method in ("trades", "hydra"):  # HYDRA's default objective is TRADES
+        cfg = Config(dataset=dataset, method=method).resolved()
+        self.assertEqual((cfg.train_attack_steps, cfg.trades_beta), want, (dataset, method))
+    cfg = Config(dataset="mnist", method="at").resolved()  # other methods: ANP-VS's PGD-20
+    self.assertEqual(cfg.train_attack_steps, 20)
+    old = Config(dataset="mnist", method="trades", train_attack_steps=20,
+                 trades_beta=6.0).resolved()
+    self.assertEqual((old.train_attack_steps, old.trades_beta), (20, 6.0))
+
+  def test_trades_mnist_training_attack_reaches_eps(self):
+    # From x + 0.001 N(0, 1), 20 steps of 0.01 end within ~0.2 of x; 40 reach eps = 0.3.
+    cfg = Config(dataset="mnist", method="trades").resolved()
+    keras.utils.set_random_seed(0)
+    trainer = make_trainer(build_net(cfg), cfg, n_train=60000, total_steps=10)
+    self.assertEqual(trainer.attack_args["steps"], 40)
+    self.assertEqual(trainer.objective.beta, 1.0)
+    x = tf.random.stateless_uniform([8, 28, 28, 1], [3, 4])
+    x_adv = trainer.make_adversarial(x, None, [1, 2], trainer.objective.craft)
+    distance = float(tf.reduce_max(tf.abs(x_adv - x)))
+    self.assertGreater(distance, 0.25)
+    self.assertLessEqual(distance, 0.3 + 1e-6)
+
+
 if __name__ == "__main__":
   tf.test.main()
+
+
+def test_init_from_a_checkpoint_without_the_networks_weights_is_an_error(tmp_path):
+  """A checkpoint sharing no weights with the network used to load nothing and train on from
+  random weights; now it is a one-line error naming the flag."""
+  from anp.runs import RunError, build_net, restore_net
+  unrelated = tf.train.Checkpoint(other=tf.Variable(tf.zeros([3])))
+  prefix = unrelated.write(str(tmp_path / "unrelated" / "ckpt"))
+  net = build_net(Config(method="anp_vs").resolved())
+  with pytest.raises(RunError, match=r"--init_from: .* holds no weights for 4 of the network's "
+                                     r"4 weight kernels"):
+    restore_net(net, prefix)
+  # A standard model's checkpoint initialises the masked net: its kernels, not its masks.
+  standard = build_net(Config(method="standard").resolved())
+  good = tf.train.Checkpoint(net=standard).write(str(tmp_path / "standard" / "ckpt"))
+  assert restore_net(net, good) == good
+  np.testing.assert_array_equal(net.variables[0].numpy(), standard.variables[0].numpy())

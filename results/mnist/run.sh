@@ -3,7 +3,8 @@
 # the reproduction runs them, one training at a time. Re-running skips what is done: a trained
 # row prints "already trained ... nothing to do", a partly trained one resumes exactly from its
 # latest checkpoint, and a row whose eval.json already has its black-box column is not
-# evaluated again. So one command carries the reproduction across sessions:
+# evaluated again (one whose eval.json has an AutoAttack column and a black box). So one
+# command carries the reproduction across sessions:
 #   nohup bash results/mnist/run.sh > run.out 2>&1 &
 # from the root of a checkout nobody edits meanwhile (results/README.md: a worktree whose
 # results/ links to the main checkout's).
@@ -16,14 +17,16 @@ train() {  # train ROW METHOD [flags]: 200 epochs (the default) of METHOD into R
   local row=$1 method=$2; shift 2
   python main.py --mode=train --method="$method" --data_dir="$D" --model_dir="$R/$row" "$@"
 }
-evaluate() {  # evaluate ROW SOURCE [flags]: the strongest attack, black box from R/SOURCE
+evaluate() {  # evaluate ROW SOURCE [flags]: PGD-40 and AutoAttack, black box from R/SOURCE
   local row=$1 source=$2; shift 2
   if [ -f "$R/$row/eval.json" ] && python -c "import json, sys
-sys.exit(0 if json.load(open(sys.argv[1])).get('blackbox') else 1)" "$R/$row/eval.json"; then
+r = json.load(open(sys.argv[1]))
+sys.exit(0 if r.get('blackbox') and 'autoattack' in r.get('per_attack', {}) else 1)" \
+      "$R/$row/eval.json"; then
     return 0
   fi
-  python main.py --mode=eval --model_dir="$R/$row" --data_dir="$D" --attack=strongest \
-      --source_model_dir="$R/$source" --sanity_checks "$@"
+  python main.py --mode=eval --model_dir="$R/$row" --data_dir="$D" --attack=pgd,autoattack \
+      --eval_batch=1024 --source_model_dir="$R/$source" --sanity_checks "$@"
 }
 # The strategies are those each committed run was (or will be) trained with: a resumed run is
 # bit-exact only under the strategy it started with.
@@ -38,13 +41,16 @@ train anp anp --init_from=$R/standard --strategy=cpu_split
 # ANP's white box as soon as it is trained; evaluate (below) evaluates it again, with its
 # black box, once at_source exists.
 [ -f "$R/anp/eval.json" ] || python main.py --mode=eval --model_dir="$R/anp" --data_dir="$D" \
-    --attack=strongest --sanity_checks --strategy=cpu_split
+    --attack=pgd,autoattack --eval_batch=1024 --sanity_checks --strategy=cpu_split
 train at_source at --seed=1 --strategy=cpu_split
+# The paper's remaining baselines: Pretrained AT (AT from the committed standard base; the
+# paper states no schedule of its own, so the 200 epochs of the other rows).
+train pretrained_at at --init_from=$R/standard --strategy=cpu_split
 # The original's black-box sources: a second standard model for the rows trained without
 # adversarial examples, a second AT model for the adversarially trained ones.
+for row in anp_vs at anp pretrained_at; do evaluate $row at_source --strategy=cpu_split; done
 evaluate standard standard_source
 evaluate bp standard_source --strategy=cpu_split
-for row in at anp anp_vs; do evaluate $row at_source --strategy=cpu_split; done
 python main.py --mode=report --report_dir=$R/report \
-    --runs=$R/standard,$R/bp,$R/at,$R/anp,$R/anp_vs
+    --runs=$R/standard,$R/bp,$R/at,$R/anp,$R/anp_vs,$R/pretrained_at
 python results/paper.py $R > $R/report/paper.md

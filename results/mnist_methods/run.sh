@@ -15,7 +15,8 @@ BASE=results/mnist/standard
 train() { python main.py --mode=train --data_dir=$D --epochs=1 "$@"; }
 source "$(dirname "$0")/../evaluate.sh"  # evaluate RUN OUT [flags]
 train --method=at --init_from=$BASE --model_dir=$R/pretrained_at
-train --method=trades --init_from=$BASE --model_dir=$R/trades
+# TRADES and the ADMM stage as measured: PGD-20, beta 6; the mixed loss with weight decay 1e-4.
+train --method=trades --train_attack_steps=20 --trades_beta=6 --init_from=$BASE --model_dir=$R/trades
 train --method=bp --init_from=$BASE --model_dir=$R/bp
 train --method=anp --init_from=$BASE --model_dir=$R/anp
 train --method=anp_vs --init_from=$BASE --model_dir=$R/anp_vs
@@ -26,7 +27,7 @@ train $H --hydra_stage=finetune --init_from=$R/hydra_prune --model_dir=$R/hydra
 train $H --hydra_stage=finetune --hydra_scores=magnitude --init_from=$R/pretrained_at \
     --model_dir=$R/lwm
 train --method=admm --prune_ratio=0.9 --admm_every=1 --init_from=$R/pretrained_at \
-    --model_dir=$R/admm_stage
+    --admm_loss=mixed --train_attack_steps=20 --weight_decay=1e-4 --model_dir=$R/admm_stage
 train $H --hydra_stage=finetune --hydra_scores=magnitude --init_from=$R/admm_stage \
     --model_dir=$R/admm
 if [ -z "${SKIP_AWT:-}" ]; then

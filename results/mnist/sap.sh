@@ -1,0 +1,24 @@
+#!/bin/bash
+# SAP (Stochastic Activation Pruning, --defense=sap) against the same model without it, at
+# eps 0.1 and 0.3, on the first 1000 MNIST test images: each model under the AutoAttack
+# version for its kind (standard for the deterministic model, rand with 20 EOT samples for the
+# random SAP model) and PGD-40 (with 20 EOT samples under SAP); SAP differentiated through its
+# sampling probabilities and rescaling (--sap_gradient=full, the default). Results go to
+# results/mnist/sap/<row>_eps<eps>[_sap]/eval.json; a finished one is not run again.
+#   bash results/mnist/sap.sh [ROW ...]   (default: standard pretrained_at)
+set -euo pipefail
+D=${DATA_DIR:-../shared/data}
+R=results/mnist
+rows=("$@")
+[ ${#rows[@]} -gt 0 ] || rows=(standard pretrained_at)
+for row in "${rows[@]}"; do
+  for eps in 0.1 0.3; do
+    out=$R/sap/${row}_eps$eps
+    common=(--mode=eval --model_dir="$R/$row" --data_dir="$D" --eps="$eps" --eval_examples=1000
+            --eval_batch=1000)
+    [ -f "$out/eval.json" ] || python main.py "${common[@]}" --attack=pgd,autoattack \
+        --eval_dir="$out"
+    [ -f "${out}_sap/eval.json" ] || python main.py "${common[@]}" --defense=sap \
+        --attack=pgd,autoattack-rand --eot_samples=20 --eval_dir="${out}_sap"
+  done
+done

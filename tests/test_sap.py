@@ -1,0 +1,185 @@
+"""SAP's gradient (anp/sap.py): the full gradient through p and the scales, the stopped one.
+
+One sample of SAP is out_j = m_j h_j / (1 - (1 - p_j)^r), p = |h| / sum |h|, with the kept
+mask m fixed by the seed. The full gradient must be the derivative of that function of h
+(checked against central differences where m does not change); the stopped one treats p and
+the scales as constants, as `sap` did before the full gradient.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from anp import sap
+from anp.config import Config
+from anp.errors import UserError
+from models.lenet import LeNet5
+
+
+def old_sap(h, frac=1.0, seed=None):
+  """`sap` with the gradient stopped through p and the scale: the formula before
+  `differentiable` existed, kept verbatim as the reference."""
+  shape = tf.shape(h)
+  n = math.prod(h.shape[1:])
+  flat = tf.reshape(h, [shape[0], n])
+  r = max(1, math.ceil(frac * n))
+  mag = tf.abs(tf.stop_gradient(flat))
+  total = tf.reduce_sum(mag, axis=1, keepdims=True)
+  p = mag / tf.maximum(total, 1e-30)
+  logits = tf.math.log(tf.maximum(p, 1e-30))
+  if seed is None:
+    draws = tf.random.categorical(logits, r)
+  else:
+    draws = tf.random.stateless_categorical(logits, r, seed)
+  hits = tf.math.bincount(tf.cast(draws, tf.int32), minlength=n, maxlength=n, axis=-1)
+  keep_prob = -tf.math.expm1(r * tf.math.log1p(-tf.minimum(p, 1.0 - 1e-7)))
+  scale = tf.where(hits > 0, 1.0 / tf.maximum(keep_prob, 1e-30), 0.0)
+  scale = tf.where(total > 0, scale, 1.0)
+  return tf.reshape(flat * tf.stop_gradient(scale), shape)
+
+
+def activations(shape, seed):
+  h = tf.nn.relu(tf.random.stateless_normal(shape, [seed, 7]))
+  h = tf.tensor_scatter_nd_update(h, [[1]], tf.zeros([1] + shape[1:]))  # an all-zero row
+  one = tf.reshape(tf.one_hot(3, math.prod(shape[1:])), [1] + shape[1:])
+  return tf.tensor_scatter_nd_update(h, [[2]], 2.5 * one)  # one unit: p = 1 is clamped
+
+
+@pytest.mark.parametrize("shape,frac", [([4, 3, 3, 5], 1.0), ([4, 3, 3, 5], 0.3),
+                                        ([5, 40], 0.5), ([5, 40], 0.01)])
+def test_forward_is_bit_for_bit_the_old_formula(shape, frac):
+  h = activations(shape, seed=len(shape))
+  for i in range(5):
+    ref = old_sap(h, frac, seed=[i, 3]).numpy()
+    for differentiable in (True, False):
+      np.testing.assert_array_equal(sap.sap(h, frac, [i, 3], differentiable).numpy(), ref)
+    assert np.all(ref[1] == 0) and np.any(ref[0] == 0) and np.any(ref[0] != 0)
+  tf.random.set_seed(11)  # the stateful draw too: the same global seed, the same sample
+  ref = old_sap(h, frac).numpy()
+  tf.random.set_seed(11)
+  np.testing.assert_array_equal(sap.sap(h, frac).numpy(), ref)
+
+
+# A tiny model: x [B, 6] -> relu(x W1) [B, 12] -> SAP (one fixed sample) -> . W2 -> <., c>.
+def tiny_model(dtype, seed=(5, 1), frac=0.5, sampler=None, **kw):
+  w1 = tf.cast(tf.random.stateless_normal([6, 12], [1, 1]), dtype)
+  w2 = tf.cast(tf.random.stateless_normal([12, 3], [2, 1]), dtype)
+  c = tf.cast(tf.random.stateless_normal([3], [3, 1]), dtype)
+  sampler = sampler or sap.sap
+
+  def features(x):
+    return sampler(tf.nn.relu(x @ w1), frac, list(seed), **kw)
+
+  def loss(x):
+    return tf.reduce_sum(features(x) @ w2 * c)
+  return features, loss
+
+
+def grad(loss, x):
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    value = loss(x)
+  return tape.gradient(value, x).numpy()
+
+
+def inputs(dtype):
+  x = tf.random.stateless_normal([3, 6], [4, 4], dtype=dtype)
+  return tf.tensor_scatter_nd_update(x, [[2]], tf.zeros([1, 6], dtype))  # h = 0: all-zero row
+
+
+def test_full_gradient_is_finite_differs_from_stopped_and_matches_finite_differences():
+  x = inputs(tf.float64)
+  features, loss = tiny_model(tf.float64)
+  full = grad(loss, x)
+  stopped = grad(tiny_model(tf.float64, differentiable=False)[1], x)
+  assert np.all(np.isfinite(full)) and np.all(np.isfinite(stopped))
+  kept = features(x).numpy() != 0
+  assert np.any(kept[:2]) and not np.all(kept[:2])  # a sample that drops units
+  assert not np.any(kept[2]) and np.all(full[2] == 0)
+  assert np.max(np.abs(full - stopped)) > 1e-2 * np.max(np.abs(full))
+  # Central differences of the same-seed forward function, one input coordinate at a time.
+  eps = 1e-6
+  numeric = np.zeros_like(full)
+  for b in range(2):
+    for i in range(6):
+      step = np.zeros(x.shape)
+      step[b, i] = eps
+      plus, minus = x + step, x - step
+      for xs in (plus, minus):  # the kept set (and the ReLU pattern) of the sample is fixed
+        np.testing.assert_array_equal(features(xs).numpy() != 0, kept)
+      numeric[b, i] = (loss(plus).numpy() - loss(minus).numpy()) / (2 * eps)
+  np.testing.assert_allclose(full[:2], numeric[:2], rtol=1e-6, atol=1e-9)
+  assert not np.allclose(stopped[:2], numeric[:2], rtol=1e-3)  # the check can tell them apart
+
+
+def test_full_gradient_in_float32_is_finite_with_dead_and_tiny_units():
+  x = inputs(tf.float32)
+  for frac in (0.1, 1.0, 3.0):
+    g = grad(tiny_model(tf.float32, frac=frac)[1], x)
+    assert np.all(np.isfinite(g)), frac
+  # A unit of 1e-25 that is not drawn: 1 / keep_prob^2 overflows unless it is guarded.
+  h = tf.constant([[1.0, 2.0, 1e-25, 0.5, 0.0, 3.0], [0.0] * 6])
+  for i in range(3):
+    out = sap.sap(h, 0.5, [i, 0])
+    assert out[0, 2] == 0
+    g = grad(lambda h: tf.reduce_sum(sap.sap(h, 0.5, [i, 0]) * tf.range(6.0)), h)
+    assert np.all(np.isfinite(g)) and np.all(g[1] == np.arange(6)), g
+
+
+def test_stopped_gradient_is_the_old_gradient():
+  for seed in ((5, 1), (6, 2), (7, 3)):
+    x = inputs(tf.float32)
+    old = grad(tiny_model(tf.float32, seed, sampler=old_sap)[1], x)
+    new = grad(tiny_model(tf.float32, seed, differentiable=False)[1], x)
+    np.testing.assert_array_equal(new, old)
+    full = grad(tiny_model(tf.float32, seed)[1], x)
+    assert not np.array_equal(full, old)
+
+
+def test_sap_net_passes_the_gradient_mode():
+  net = LeNet5()
+  x = tf.random.stateless_uniform([2, 28, 28, 1], [8, 8])
+  net(x)
+  grads, logits = {}, {}
+  for differentiable in (True, False):
+    wrapped = sap.SapNet(net, 1.0, differentiable=differentiable)
+    assert wrapped.differentiable == differentiable
+    tf.random.set_seed(3)  # the same SAP samples for both
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      logits[differentiable] = wrapped(x)
+      value = tf.reduce_sum(logits[differentiable][:, 0])
+    grads[differentiable] = tape.gradient(value, x).numpy()
+  np.testing.assert_array_equal(logits[True].numpy(), logits[False].numpy())
+  assert np.all(np.isfinite(grads[True]))
+  assert not np.allclose(grads[True], grads[False])
+  assert sap.SapNet(net).differentiable
+
+
+def test_sap_gradient_flag_and_config():
+  import flags
+  flag = flags.FLAGS["sap_gradient"]
+  assert flag.default == "full" and list(flag.parser.enum_values) == ["full", "stopped"]
+  assert Config().sap_gradient == "full"
+  Config(sap_gradient="stopped").resolved()
+  with pytest.raises(UserError, match="--sap_gradient"):
+    Config(sap_gradient="none").resolved()
+
+
+@pytest.mark.parametrize("mode,differentiable", [("full", True), ("stopped", False)])
+def test_eval_wraps_the_net_with_the_flag_gradient(monkeypatch, mode, differentiable):
+  from anp import evaluate
+
+  class Built(Exception):
+    pass
+
+  def sap_net(net, frac, differentiable):
+    raise Built(frac, differentiable)
+  monkeypatch.setattr(evaluate, "load_model", lambda *a: (object(), Config(), "checkpoint"))
+  monkeypatch.setattr(evaluate, "SapNet", sap_net)
+  with pytest.raises(Built) as built:
+    evaluate.run_eval(Config(mode="eval", model_dir="unused", defense="sap", sap_frac=0.5,
+                             sap_gradient=mode))
+  assert built.value.args == (0.5, differentiable)
