@@ -73,7 +73,9 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
       if hasattr(attack, "with_stages"):  # a cascade: also robust after each stage
         x_adv, stages = attack.with_stages(craft, x, y)
         per_attack.extend(tf.unstack(stages))
-      x_adv = tf.stop_gradient(x_adv if hasattr(attack, "with_stages") else attack(craft, x, y))
+      else:
+        x_adv = attack(craft, x, y)
+      x_adv = tf.stop_gradient(x_adv)
       logits_adv, feats_adv = feats_fn(x_adv)
       ok = predictions_correct(logits_adv, y)
       per_attack.append(ok)

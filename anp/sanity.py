@@ -75,13 +75,12 @@ def gradient_free_check(per_attack, tol):
   gradient-free attack finds. More than `tol` of them means the gradients mislead the
   gradient attacks (masked or obfuscated gradients, Athalye et al. 2018).
   """
-  for name in ("autoattack",):
-    gradient, free = per_attack.get(f"{name}/apgd-t"), per_attack.get(f"{name}/square")
-    if gradient is not None and free is not None:
-      return dict(gradient_attacks_acc=gradient, gradient_free_acc=free,
-                  found_only_by_gradient_free=gradient - free, attack=name,
-                  passed=gradient - free <= tol)
-  return None
+  gradient, free = per_attack.get("autoattack/apgd-t"), per_attack.get("autoattack/square")
+  if gradient is None or free is None:
+    return None
+  return dict(gradient_attacks_acc=gradient, gradient_free_acc=free,
+              found_only_by_gradient_free=gradient - free, attack="autoattack",
+              passed=gradient - free <= tol)
 
 
 def sanity_checks(net, x, y, spec, *, whitebox_acc=None, blackbox_acc=None, per_attack=None,
@@ -99,14 +98,14 @@ def sanity_checks(net, x, y, spec, *, whitebox_acc=None, blackbox_acc=None, per_
   5. iterative_beats_noise: PGD is not weaker than uniform noise in the same ball.
   6. whitebox_beats_blackbox: the white-box attack is not weaker than the transferred
      black-box one (when both accuracies are given).
-  9. gradient_free_not_stronger (when `per_attack`, the evaluation's per-attack accuracies,
-     holds AutoAttack's stages): `gradient_free_check`, on the whole evaluation.
   7. nonzero_gradients: the input gradient is non-zero on at least `min_grad_fraction` of
      the examples.
   8. eot_does_not_help (random models only, when the attack averages fewer than
      EOT_CHECK_SAMPLES gradients): PGD with EOT_CHECK_SAMPLES-sample expectation over
      transformation (Athalye et al. 2018) is not stronger than the evaluated attack; if it
      is, the randomness masked the gradients.
+  9. gradient_free_not_stronger (when `per_attack`, the evaluation's per-attack accuracies,
+     holds AutoAttack's stages): `gradient_free_check`, on the whole evaluation.
   "Not weaker" allows `tol` (default max(0.015, 3 / n)) for the randomness of the attacks.
   Returns dict(examples, tolerance, checks {name: {values..., passed}}, passed, failed,
   possible_gradient_masking).
