@@ -2,19 +2,20 @@
 
 from absl import flags
 
-from anp.config import (ADMM_LOSSES, BIAS_INITS, DEFENSES, HYDRA_GRANULARITIES,
+from anp.methods import METHODS
+
+from anp.config import (ADMM_LOSSES, BIAS_INITS, DATASETS, DEFENSES, HYDRA_GRANULARITIES,
                         HYDRA_OBJECTIVES, HYDRA_OPTIMIZERS,
-                        HYDRA_SCORES, HYDRA_STAGES, METHODS, PREPROCESS, SAP_GRADIENTS,
+                        HYDRA_SCORES, HYDRA_STAGES, PREPROCESS, SAP_GRADIENTS,
                         STRATEGIES, Config)
 
 MODES = ("train", "eval", "prune", "export", "report", "quickstart")
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "cw", "square", "autoattack",
            "autoattack-rand")
 
 # What to do, on what.
 flags.DEFINE_enum("mode", "train", MODES, "What to do.")
-flags.DEFINE_enum("dataset", "mnist", DATASETS,
+flags.DEFINE_enum("dataset", "mnist", list(DATASETS),
                   "Data set; mnist/fashion_mnist use LeNet5-Caffe, cifar10/cifar100 VGG-16.")
 flags.DEFINE_enum("method", "anp_vs", METHODS,
                   "standard: clean training; at: PGD adversarial training; trades: TRADES "
@@ -42,7 +43,7 @@ flags.DEFINE_enum("preprocess", "pixel", PREPROCESS,
                   "model; original: per-image standardisation before the network and eps in "
                   "standardised units, as the ICML code.")
 flags.DEFINE_integer("seed", 0, "Random seed (Python, NumPy, TF).")
-flags.DEFINE_enum("bias_init", "glorot", BIAS_INITS,
+flags.DEFINE_enum("bias_init", "glorot", list(BIAS_INITS),
                   "Initial biases of conv/dense layers. glorot: U(+-sqrt(3/n)) as the ICML "
                   "code (TF1's default initializer); zeros: the Keras default.")
 

@@ -4,8 +4,9 @@
 plain Keras model without mask layers in which every unit or channel whose E[pi] is at or
 below the threshold is physically removed and the surviving mask values E[pi] are folded
 into the weights. Its logits equal the masked network's inference logits. HYDRA's networks
-(`anp.hydra`) go the same way: a channel-pruned one (`TopKMask` sites) loses its pruned units
-like a masked one; a weight-pruned one keeps its dense shapes, its pruned kernel entries 0.
+(`anp.methods.hydra`) go the same way: a channel-pruned one (`TopKMask` sites) loses its
+pruned units like a masked one; a weight-pruned one keeps its dense shapes, its pruned kernel
+entries 0.
 
 VGG: the mask acts before batch norm, so a pruned channel is not zero after BN + ReLU but
 the constant relu(beta - gamma * mean / sqrt(var + eps)), which the next layer still sees.

@@ -4,14 +4,17 @@ import dataclasses
 import json
 import os
 
-from anp.errors import UserError
+from anp import methods
+from anp.atomic import write_whole
+from anp.errors import DataError, UserError
+from anp.methods import METHODS
 
-METHODS = ("standard", "at", "trades", "bp", "anp", "anp_vs", "at_bnn", "hydra", "admm",
-           "awt")
-# Methods that train on adversarial examples (AdversarialTrainer.adversarial).
-ADVERSARIAL_METHODS = ("at", "trades", "anp", "anp_vs", "at_bnn", "hydra", "admm", "awt")
+from models.initializers import BIAS_INITS
+
+# Data set -> the paper's network for it, LeNet5-Caffe or VGG-16 (their shapes and sizes:
+# `anp.data.dataset_info`).
+DATASETS = {"mnist": "lenet", "fashion_mnist": "lenet", "cifar10": "vgg", "cifar100": "vgg"}
 PREPROCESS = ("pixel", "original")
-BIAS_INITS = ("glorot", "zeros")
 DEFENSES = ("none", "sap")
 SAP_GRADIENTS = ("full", "stopped")  # --sap_gradient (anp/sap.py)
 ATTACK_DTYPES = ("float32", "bfloat16")
@@ -28,30 +31,23 @@ STRATEGIES = ("default", "mirrored", "cpu_split", "multi_worker", "tpu")
 # VGG-16 examples on 2 cores, so CIFAR validates on 200.
 DATASET_DEFAULTS = {
     "mnist": dict(eps=0.3, step_size=0.01, train_attack_steps=20, beta=4.0, lambda_vs=1e-3,
-                  val_examples=1000, admm_every=4),
+                  val_examples=1000),
     "fashion_mnist": dict(eps=0.3, step_size=0.01, train_attack_steps=20, beta=4.0,
-                          lambda_vs=1e-3, val_examples=1000, admm_every=4),
+                          lambda_vs=1e-3, val_examples=1000),
     "cifar10": dict(eps=0.03, step_size=0.007, train_attack_steps=10, beta=2.0,
-                    lambda_vs=1e-4, val_examples=200, admm_every=20),
+                    lambda_vs=1e-4, val_examples=200),
     # lambda 0.1 for CIFAR-100: the original README's command (an authors' later commit).
     "cifar100": dict(eps=0.03, step_size=0.007, train_attack_steps=10, beta=1.0,
-                     lambda_vs=0.1, val_examples=200, admm_every=20),
+                     lambda_vs=0.1, val_examples=200),
 }
-
-# Adv-BNN (--method=at_bnn): prior N(0, sigma_0^2) and initial posterior sigma of every weight
-# (the authors' CIFAR-10 script: sigma_0 = init_s = 0.05; no MNIST setting was published),
-# KL weight alpha = 1 (their --alpha default), EOT samples of its --mode=eval attacks.
-BNN_DEFAULTS = dict(bnn_prior_sigma=0.05, bnn_init_sigma=0.05, beta=1.0)
-BNN_EOT_SAMPLES = 10
 
 # The references' MNIST / Fashion-MNIST settings of the TRADES objective (train_trades_mnist.py:
 # 40 steps of 0.01 from x + 0.001 N(0, 1), whose 20 would end within 0.2 of x; beta 1) and of
 # CE(x_adv) (the ADMM code's adversarial MNIST config: PGD-40). TRADES' beta is 6 elsewhere
-# (train_trades_cifar10.py; HYDRA's default). Weight decay of CE(x_adv): the ADMM code's SGD
-# 1e-6 in the ADMM stage, none in its Adam retraining (--method=hydra --hydra_objective=adv).
+# (train_trades_cifar10.py; HYDRA's default). Weight decay of CE(x_adv) alone: the method's
+# (`Method.adv_weight_decay`).
 MNIST_ATTACK_STEPS = {"trades": 40, "adv": 40}
 TRADES_BETA = {"mnist": 1.0, "fashion_mnist": 1.0, "cifar10": 6.0, "cifar100": 6.0}
-ADV_WEIGHT_DECAY = {"admm": 1e-6, "hydra": 0.0}
 
 
 @dataclasses.dataclass
@@ -74,10 +70,10 @@ class Config:
   init_lr: float = 1e-2
   adv_weight: float = 2.0
   trades_beta: float | None = None  # TRADES_BETA (6 where unused)
-  bnn_prior_sigma: float | None = None
+  bnn_prior_sigma: float | None = None  # Adv-BNN's (anp.methods.bnn.BNN_DEFAULTS)
   bnn_init_sigma: float | None = None
   bnn_ensemble: int = 20
-  weight_decay: float | None = None  # 1e-4 but ADV_WEIGHT_DECAY
+  weight_decay: float | None = None  # 1e-4 but Method.adv_weight_decay for CE(x_adv) alone
   beta: float | None = None
   lambda_vs: float | None = None
   thres: float = 1e-3
@@ -98,7 +94,7 @@ class Config:
   attack: str = "pgd"
   restarts: int = 1
   square_queries: int = 5000
-  eot_samples: int | None = None  # 1, or BNN_EOT_SAMPLES for an at_bnn model (run_eval)
+  eot_samples: int | None = None  # 1, or the method's evaluation default (run_eval)
   source_model_dir: str | None = None
   sanity_checks: bool = False
   # HYDRA (--method=hydra; anp/hydra.py).
@@ -133,19 +129,13 @@ class Config:
 
   def resolved(self):
     """A copy with the dataset's defaults filled in and every field validated."""
-    from anp.data import dataset_info  # late import: data pulls in TF
-    dataset_info(self.dataset)  # raises DataError on an unknown dataset
+    architecture(self.dataset)  # raises DataError on an unknown dataset
     cfg = dataclasses.replace(self)
     if self.dataset in ("mnist", "fashion_mnist"):
       cfg.preprocess = "pixel"  # the original feeds LeNet x / 255: both modes are the same
-    if cfg.method == "bp" and cfg.beta is None:
-      cfg.beta = 1.0  # the original's Bayesian pruning uses KL / N without --beta_weight
-    if cfg.method == "at" and cfg.lambda_vs is None:
-      cfg.lambda_vs = 1e-4  # the original's AT ('base' mode, adv_train) keeps V at its default
-    if cfg.method == "at_bnn":
-      for key, value in BNN_DEFAULTS.items():
-        if getattr(cfg, key) is None:
-          setattr(cfg, key, value)
+    _check_method(cfg.method)
+    method = methods.get(cfg.method)
+    method.resolve(cfg)
     if cfg.eot_samples is None:
       cfg.eot_samples = 1
     term = cfg.data_term  # the references' settings (MNIST_ATTACK_STEPS above)
@@ -154,10 +144,7 @@ class Config:
     if cfg.trades_beta is None:
       cfg.trades_beta = TRADES_BETA[self.dataset] if term == "trades" else 6.0
     if cfg.weight_decay is None:
-      cfg.weight_decay = ADV_WEIGHT_DECAY.get(cfg.method, 1e-4) if term == "adv" else 1e-4
-    if cfg.method == "hydra" and cfg.hydra_lr is None:
-      cfg.hydra_lr = (1e-3 if cfg.hydra_optimizer == "adam"
-                      else 0.1 if cfg.hydra_stage == "prune" else 0.01)
+      cfg.weight_decay = method.adv_weight_decay if term == "adv" else 1e-4
     for key, value in DATASET_DEFAULTS[self.dataset].items():
       if getattr(cfg, key) is None:
         setattr(cfg, key, value)
@@ -168,7 +155,8 @@ class Config:
     def need(ok, flag, expected, value):
       if not ok:
         raise UserError(f"Flag --{flag}: expected {expected}. Received: {value!r}")
-    need(self.method in METHODS, "method", "one of " + ", ".join(METHODS), self.method)
+    _check_method(self.method)
+    method = methods.get(self.method)
     need(self.preprocess in PREPROCESS, "preprocess", "one of " + ", ".join(PREPROCESS),
          self.preprocess)
     need(self.bias_init in BIAS_INITS, "bias_init", "one of " + ", ".join(BIAS_INITS),
@@ -188,10 +176,9 @@ class Config:
          "optimizers' all-reduce is outside it)", f"--strategy={self.strategy}")
     need(self.train_attack_dtype in ATTACK_DTYPES, "train_attack_dtype",
          "one of " + ", ".join(ATTACK_DTYPES), self.train_attack_dtype)
-    from anp.runs import architecture  # late import: models pull in TF
     need(self.train_attack_dtype == "float32" or (
         self.compact_attack and architecture(self.dataset) == "lenet"
-        and self.method != "at_bnn"), "train_attack_dtype",
+        and method.deterministic), "train_attack_dtype",
          "float32 except for LeNet5 (MNIST, Fashion-MNIST) with --compact_attack and "
          "deterministic weights (bfloat16 runs in LeNet5's compact attack function only)",
          self.train_attack_dtype)
@@ -206,10 +193,7 @@ class Config:
            getattr(self, flag))
     need(0 <= self.prune_ratio < 1, "prune_ratio", "a number in [0, 1) (the fraction of "
          "weights removed; HYDRA's k = 1 - prune_ratio)", self.prune_ratio)
-    if self.method == "hydra":
-      need(not (self.hydra_scores == "magnitude" and self.hydra_stage == "prune"),
-           "hydra_scores", "'learned' with --hydra_stage=prune (magnitude scores are never "
-           "trained: LWM is --hydra_stage=finetune --hydra_scores=magnitude)", self.hydra_scores)
+    method.validate(self, need)
     need(self.hydra_lr is None or self.hydra_lr > 0, "hydra_lr", "a number > 0", self.hydra_lr)
     need(self.admm_rho > 0, "admm_rho", "a number > 0", self.admm_rho)
     need(self.admm_every is None or self.admm_every >= 1, "admm_every", "an integer >= 1",
@@ -218,9 +202,6 @@ class Config:
       need(getattr(self, flag) >= 0, flag, "a number >= 0", getattr(self, flag))
     for flag in ("awt_ntk_examples", "awt_remask_every"):
       need(getattr(self, flag) >= 1, flag, "an integer >= 1", getattr(self, flag))
-    if self.method == "awt":
-      need(self.batch_size >= 2, "batch_size", "an integer >= 2 with --method=awt (its NTK "
-           "pairs the two halves of a batch)", self.batch_size)
     need(self.eps is None or self.eps >= 0, "eps", "a number >= 0", self.eps)
     need(self.step_size is None or self.step_size > 0, "step_size", "a number > 0",
          self.step_size)
@@ -252,35 +233,34 @@ class Config:
 
   @property
   def adversarial(self):
-    return self.method in ADVERSARIAL_METHODS
+    return methods.get(self.method).adversarial
 
   @property
   def data_term(self):
-    """The weights' data term (anp.objectives): trades, adv (CE(x_adv) alone: --method=admm's
-    default and --hydra_objective=adv), sampled (at_bnn), else mixed (MixedCE)."""
-    if self.method == "hydra":
-      return "mixed" if self.hydra_objective == "at" else self.hydra_objective
-    if self.method == "admm":
-      return self.admm_loss
-    return {"trades": "trades", "at_bnn": "sampled"}.get(self.method, "mixed")
+    """The weights' data term (`Method.data_term`): mixed, trades, adv or sampled."""
+    return methods.get(self.method).data_term(self)
 
   @property
   def masked(self):
-    return self.method in ("bp", "anp", "anp_vs")
+    return methods.get(self.method).masked
+
+  @property
+  def run_keys(self):
+    """The keys of this run's identity: RUN_KEYS and the method's."""
+    return RUN_KEYS + methods.get(self.method).run_keys
 
   # The run directory remembers how its model was built.
   def save(self, path):
-    with open(path + ".tmp", "w") as f:  # whole or absent: other workers may be reading it
-      json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    # Whole or absent: other workers may be reading it.
+    write_whole(path, json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True))
 
   @classmethod
   def load(cls, path):
     with open(path) as f:
       values = json.load(f)
     names = {f.name for f in dataclasses.fields(cls)}
-    if values.get("method") == "admm":  # ADMM runs saved before --admm_loss used the mixed loss
-      values.setdefault("admm_loss", "mixed")
+    method = methods.find(values.get("method"))
+    values = {**(method.legacy if method else {}), **values}
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
@@ -298,16 +278,21 @@ RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from",
             "mixed_precision", "train_attack_dtype")
 
 
-# Also part of a HYDRA run's identity (checked for --method=hydra only, so that the run
-# directories of the other methods resume exactly as before).
-HYDRA_RUN_KEYS = ("hydra_stage", "hydra_scores", "hydra_granularity", "hydra_objective",
-                  "prune_ratio", "hydra_optimizer", "hydra_lr")
-ADMM_RUN_KEYS = ("prune_ratio", "admm_rho", "admm_every", "admm_loss")
-AWT_RUN_KEYS = ("prune_ratio", "awt_kernel_weight", "awt_l2", "awt_ntk_examples",
-                "awt_remask_every")
-
 CONFIG_FILE = "config.json"
+
+
+def architecture(dataset):
+  """The paper's network of a data set: 'lenet' or 'vgg'; DataError for an unknown name."""
+  if dataset not in DATASETS:
+    raise DataError(f"Unknown dataset {dataset!r}. Expected one of: "
+                    f"{', '.join(sorted(DATASETS))}.")
+  return DATASETS[dataset]
 
 
 def run_config_path(model_dir):
   return os.path.join(model_dir, CONFIG_FILE)
+
+
+def _check_method(name):
+  if name not in METHODS:
+    raise UserError(f"Flag --method: expected one of {', '.join(METHODS)}. Received: {name!r}")

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from anp.config import PREPROCESS, architecture
 from anp.errors import DataError, UserError
 from anp.raw_files import find_raw_files, looked_for, read_raw
 
@@ -28,14 +29,12 @@ class DatasetInfo:
   n_test: int
 
 
-DATASETS = {
+_INFO = {
     "mnist": DatasetInfo("mnist", (28, 28, 1), 10, 60000, 10000),
     "fashion_mnist": DatasetInfo("fashion_mnist", (28, 28, 1), 10, 60000, 10000),
     "cifar10": DatasetInfo("cifar10", (32, 32, 3), 10, 50000, 10000),
     "cifar100": DatasetInfo("cifar100", (32, 32, 3), 100, 50000, 10000),
 }
-
-PREPROCESS = ("pixel", "original")
 
 # ----------------------------------------------------------------------------------------------
 # Data set names.
@@ -43,10 +42,8 @@ PREPROCESS = ("pixel", "original")
 
 def dataset_info(name):
   """The `DatasetInfo` of `name`; DataError for an unknown name."""
-  if name not in DATASETS:
-    raise DataError(f"Unknown dataset {name!r}. Expected one of: "
-                    f"{', '.join(sorted(DATASETS))}.")
-  return DATASETS[name]
+  architecture(name)  # DataError for an unknown name
+  return _INFO[name]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ devices or machines with TensorFlow's own `tf.distribute`.
 Replica r of R gets contiguous rows [offset_r, offset_r + b_r) of the very global batch one
 device would see (`split_rows`; the data order stays a function of (--seed, step), so exact
 resume is kept), and every seeded per-example random draw is made on the global batch and
-sliced (`attacks.replica_rows`). The trainer divides each replica's loss by R before the
+sliced (`models.replica_rows`). The trainer divides each replica's loss by R before the
 optimizers sum the gradients (`anp.model`), so a step equals the one-device step on the same
 global batch up to float rounding (VGG's batch norm then uses the global batch statistics,
 `sync_batch_norm`). Evaluation gathers the per-example results in batch order and sums the
@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from anp.config import STRATEGIES
 from anp.errors import UserError
-from attacks import replica_rows
+from models import replica_rows
 
 
 def _first_line(error):

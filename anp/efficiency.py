@@ -23,11 +23,15 @@ included, so that the numbers compare one to one with its README tables:
    layer uses (see `anp.export`).
 
 Next to them, `forward_flops` measures the floating-point operations of an actual model's
-inference graph (the TF profiler's count), and `anp.export.count_params` its parameters; those
-are the honest figures that `--mode=prune` reports beside the paper's.
+inference graph (the TF profiler's count), and `count_params` its parameters; those
+are the honest figures that `--mode=prune` reports beside the paper's. `weight_efficiency`
+gives the same columns for unstructured (per-weight) pruning from the zeroed kernel entries.
 """
 
+import numpy as np
 import tensorflow as tf
+
+from models.subnet import kernel_of, subnet_layers
 
 LENET_INPUT = 28
 # Spatial size seen by each of VGG-16's 13 conv blocks on 32x32 inputs (pools after 2, 4, 7, 10).
@@ -155,3 +159,36 @@ def forward_flops(fn, image_shape):
     return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
   finally:
     logger.setLevel(level)
+
+
+def count_params(variables, exclude=()):
+  """Entries of `variables` (a model's `weights`, say), those in `exclude` left out."""
+  excluded = {id(v) for v in exclude}
+  return int(sum(np.prod(v.shape) for v in variables if id(v) not in excluded))
+
+
+def weight_efficiency(net):
+  """The table's Memory / Flops / Sparsity of unstructured pruning, from the zeroed weights.
+
+  Sparsity: pruned kernel entries / all kernel entries of the pruned (conv and dense) layers,
+  HYDRA's pruning ratio. Memory %: non-zero parameters / all parameters (biases and batch norm
+  included, the scores excluded). Flops: multiply-adds of the dense kernels / those of the
+  non-zero entries (a kernel entry costs one per output position). Returns None for a net
+  without unstructured HYDRA layers.
+  """
+  net = getattr(net, "net", net)  # through a wrapper such as anp.sap.SapNet
+  layers = subnet_layers(net)
+  if not layers:
+    return None
+  kernels = [kernel_of(layer).numpy() for layer in layers]
+  total = sum(k.size for k in kernels)
+  nonzero = sum(int(np.count_nonzero(k)) for k in kernels)
+  macs = sum(k.size * layer.positions for k, layer in zip(kernels, layers))
+  sparse_macs = sum(int(np.count_nonzero(k)) * layer.positions
+                    for k, layer in zip(kernels, layers))
+  other = count_params(net.weights,
+                       exclude=net.mask_variables + [layer.kernel for layer in layers])
+  return dict(sparsity=1.0 - nonzero / total,
+              memory_pct=100.0 * (nonzero + other) / (total + other),
+              flops_ratio=macs / max(sparse_macs, 1),
+              weights_kept=nonzero, weights_total=total)

@@ -16,9 +16,10 @@ model directory), each whole or not at all:
   and per unit of the last latent layer. Memory, Flops and Sparsity: `anp.efficiency`.
 * A model whose inference is random needs `--eot_samples` > 1; with 1 the evaluation warns,
   in the printout and in eval.json. An Adv-BNN run (--method=at_bnn) predicts with the mean
-  softmax of --bnn_ensemble weight samples (`anp.bnn.BnnEnsemble`) and is attacked with
-  BNN_EOT_SAMPLES EOT samples unless --eot_samples is given. `--sanity_checks`: the
-  gradient-masking checks of Carlini et al. (2019) on a subset (`anp.sanity`).
+  softmax of --bnn_ensemble weight samples (`anp.methods.bnn.BnnEnsemble`) and is attacked with
+  its method's EOT samples (`anp.methods.bnn.BNN_EOT_SAMPLES`) unless --eot_samples is given.
+  `--sanity_checks`: the gradient-masking checks of Carlini et al. (2019) on a subset
+  (`anp.sanity`).
 """
 
 import dataclasses
@@ -29,18 +30,17 @@ import sys
 import keras
 import tensorflow as tf
 
-from anp import data, distribute, hydra
+from anp import data, distribute, efficiency, methods
+from anp.atomic import write_whole
 from anp.attack_specs import AttackSpec, attack_specs, clip_range, make_attack
-from anp.bnn import BnnEnsemble, parameter_counts
-from anp.config import BNN_EOT_SAMPLES, run_config_path
+from anp.config import architecture, run_config_path
 from anp.errors import UserError
 from anp.eval_net import evaluate_net
 from anp.export import PRUNING_JSON
 from anp.loading import load_model
-from anp.runs import architecture
 from anp.sanity import SANITY_MAX_EXAMPLES, is_stochastic, sanity_checks
 from anp.sap import SapNet
-from anp.tables import (efficiency_columns, format_table, hydra_settings, markdown_table,
+from anp.tables import (efficiency_columns, format_table, markdown_table,
                         table_cells, table_row)
 
 
@@ -51,13 +51,6 @@ from anp.tables import (efficiency_columns, format_table, hydra_settings, markdo
 def output_dir(model_dir):
   """Where eval.json goes: the model directory, or the folder of a checkpoint prefix."""
   return model_dir if os.path.isdir(model_dir) else os.path.dirname(model_dir) or "."
-
-
-def _write(path, text):
-  """Writes a file whole or not at all (a temporary file renamed over it)."""
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
 
 
 def _warn(result, message):
@@ -71,13 +64,9 @@ def run_eval(cfg, arrays=None, verbose=True):
   """Evaluates --model_dir; writes <model_dir>/eval.json and eval.md and returns the dict."""
   strategy = distribute.setup(cfg)  # first: multi-worker collectives start with the program
   net, run_cfg, kind = load_model(cfg.model_dir, cfg)
-  bnn = None
-  if run_cfg.method == "at_bnn":  # stochastic by design: EOT unless told otherwise
-    if cfg.eot_samples is None:
-      cfg = dataclasses.replace(cfg, eot_samples=BNN_EOT_SAMPLES)
-    if kind != "saved_model":  # an export holds its own ensemble (`anp.export`)
-      bnn = dict(ensemble=cfg.bnn_ensemble, parameters=parameter_counts(net))
-      net = BnnEnsemble(net, cfg.bnn_ensemble)
+  method = methods.get(run_cfg.method)
+  cfg = dataclasses.replace(cfg, **method.evaluation_defaults(cfg))
+  net, bnn = method.inference_net(net, cfg, kind)  # e.g. Adv-BNN's ensemble
   if cfg.defense == "sap":
     if kind == "saved_model":
       raise UserError("Flag --defense=sap: needs a training run or an original checkpoint "
@@ -99,8 +88,7 @@ def run_eval(cfg, arrays=None, verbose=True):
   source = None
   if cfg.source_model_dir:  # fail early on a bad source
     source, src_cfg, src_kind = load_model(cfg.source_model_dir, cfg, "--source_model_dir")
-    if src_cfg.method == "at_bnn" and src_kind != "saved_model":
-      source = BnnEnsemble(source, cfg.bnn_ensemble)
+    source, _ = methods.get(src_cfg.method).inference_net(source, cfg, src_kind)
     if (src_cfg.dataset, src_cfg.preprocess) != (cfg.dataset, cfg.preprocess):
       raise UserError(f"Flag --source_model_dir: {cfg.source_model_dir!r} is a "
                       f"{src_cfg.dataset}/{src_cfg.preprocess} model, the evaluated one "
@@ -116,7 +104,7 @@ def run_eval(cfg, arrays=None, verbose=True):
   result = dict(model_dir=cfg.model_dir, model_kind=kind, dataset=cfg.dataset,
                 method=run_cfg.method if known else None,
                 init_from=run_cfg.init_from if known else None, preprocess=cfg.preprocess,
-                hydra=hydra_settings(run_cfg) if known else None,
+                hydra=method.row_settings(run_cfg) if known else None,
                 defense=None if defense == "none" else dict(name=defense, frac=frac,
                                                             gradient=sap_gradient),
                 architecture=architecture(cfg.dataset), bnn=bnn, warnings=[])
@@ -184,7 +172,7 @@ def run_eval(cfg, arrays=None, verbose=True):
     result.update(n_active=None, n_units=None, sparsity=None, memory_pct=None,
                   flops_ratio=None)
   # HYDRA's unstructured pruning removes weights, not units: its columns count the zeros.
-  weights = hydra.weight_efficiency(net) if kind == "run" else pruned.get("weight_pruning")
+  weights = efficiency.weight_efficiency(net) if kind == "run" else pruned.get("weight_pruning")
   if weights:
     result.update({k: weights[k] for k in ("sparsity", "memory_pct", "flops_ratio")},
                   weight_pruning=weights)
@@ -220,8 +208,8 @@ def run_eval(cfg, arrays=None, verbose=True):
   out_dir = cfg.eval_dir or output_dir(cfg.model_dir)
   if distribute.is_chief(strategy):  # every worker computed the same result
     os.makedirs(out_dir, exist_ok=True)
-    _write(os.path.join(out_dir, "eval.json"), json.dumps(result, indent=2))
-    _write(os.path.join(out_dir, "eval.md"), markdown_table([table_cells(result)]))
+    write_whole(os.path.join(out_dir, "eval.json"), json.dumps(result, indent=2))
+    write_whole(os.path.join(out_dir, "eval.md"), markdown_table([table_cells(result)]))
   print(format_table(result))
   print(markdown_table([table_cells(result)]), end="")
   return result

@@ -15,12 +15,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from anp import data, efficiency, hydra
-from anp.bnn import EnsembleLogits
+from anp import data, efficiency, methods
+from anp.atomic import write_whole
 from anp.compact import compact_model
-from anp.config import run_config_path
+from anp.config import architecture, run_config_path
 from anp.errors import UserError
-from anp.runs import architecture, check_writable_dir, load_run
+from anp.runs import check_writable_dir, load_run
 from anp.sap import sap
 
 layers = keras.layers
@@ -91,16 +91,6 @@ def load_saved_model(path):
 PRUNING_JSON = "pruning.json"
 
 
-def count_params(model):
-  return int(sum(np.prod(w.shape) for w in model.weights))
-
-
-def _weights_of(net):
-  """Parameters of the masked net without the mask parameters."""
-  mask_ids = {id(v) for v in net.mask_variables}
-  return int(sum(np.prod(v.shape) for v in net.weights if id(v) not in mask_ids))
-
-
 def pruning_report(net, compact, cfg, x_test):
   """The efficiency figures of pruning.json."""
   info = data.dataset_info(cfg.dataset)
@@ -116,12 +106,13 @@ def pruning_report(net, compact, cfg, x_test):
       layers=[dict(site=i + 1, kept=k, total=t)
               for i, (k, t) in enumerate(zip(n_active, net.unit_counts))],
       n_active=n_active, n_units=list(net.unit_counts),
-      params=dict(dense=_weights_of(net), compact=count_params(compact)),
+      params=dict(dense=efficiency.count_params(net.weights, exclude=net.mask_variables),
+                  compact=efficiency.count_params(compact.weights)),
       flops=dict(dense=int(dense_flops), compact=int(compact_flops),
                  ratio=dense_flops / max(compact_flops, 1)),
       paper=efficiency.paper_columns(arch, n_active, list(net.unit_counts), info.n_classes),
       max_abs_logit_diff=diff, checked_examples=int(len(x_test)),
-      weight_pruning=hydra.weight_efficiency(net))
+      weight_pruning=efficiency.weight_efficiency(net))
 
 
 def format_report(report):
@@ -146,9 +137,8 @@ def run_export(cfg, arrays=None):
     raise UserError(f"Flag --export_dir is required with --mode={cfg.mode}.")
   check_writable_dir(cfg.export_dir, "--export_dir")
   net, run_cfg = load_run(cfg.model_dir)
-  if run_cfg.method == "at_bnn" and cfg.mode == "prune":
-    raise UserError("Flag --mode=prune: an Adv-BNN run (--method=at_bnn) has no masks and "
-                    "no pruned units; use --mode=export.")
+  method = methods.get(run_cfg.method)
+  method.check_export(cfg.mode)
   if cfg.defense == "sap" and cfg.mode == "prune":
     raise UserError("Flag --defense=sap: expected --mode=export (SAP samples the activations "
                     "of the trained network, which the compact model does not expose). "
@@ -158,11 +148,7 @@ def run_export(cfg, arrays=None):
   serving_cfg = dataclasses.replace(run_cfg, preprocess="pixel")  # the export takes pixels
   os.makedirs(cfg.export_dir, exist_ok=True)
   if cfg.mode == "export":
-    if run_cfg.method == "at_bnn":  # the stochastic net: an ensemble of fresh weight samples
-      serving_cfg.bnn_ensemble = cfg.bnn_ensemble
-      net = EnsembleLogits(net, cfg.bnn_ensemble)
-      print(f"Adv-BNN: the SavedModel draws {cfg.bnn_ensemble} weight samples per call and "
-            "serves their mean softmax (logits = its log); every call is random.")
+    net = method.serving_net(net, cfg, serving_cfg)  # e.g. Adv-BNN's ensemble
     hook = None
     if cfg.defense == "sap":  # every served call draws a new SAP sample of every activation
       serving_cfg.defense, serving_cfg.sap_frac = "sap", cfg.sap_frac
@@ -186,8 +172,7 @@ def run_export(cfg, arrays=None):
   report["saved_model"] = path
   # A copy inside the version directory lets --mode=eval report the export's sparsity.
   for folder in (cfg.export_dir, path):
-    with open(os.path.join(folder, PRUNING_JSON), "w") as f:
-      json.dump(report, f, indent=2)
+    write_whole(os.path.join(folder, PRUNING_JSON), json.dumps(report, indent=2))
   print(format_report(report))
   print(f"SavedModel written to {path}")
   return report

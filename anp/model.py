@@ -4,7 +4,6 @@ import keras
 import tensorflow as tf
 
 from anp import losses
-from anp.config import ADVERSARIAL_METHODS
 from anp.objectives import MixedCE
 
 
@@ -20,7 +19,7 @@ def adam(learning_rate):
   return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8)
 
 
-def _replica_loss(loss, optimizer):
+def replica_loss(loss, optimizer):
   """The loss one replica differentiates: `loss` / R under a strategy of R replicas in sync.
 
   `loss` is this replica's (mean over its rows of the global batch, plus the global beta KL / N,
@@ -39,6 +38,8 @@ def _replica_loss(loss, optimizer):
 class AdversarialTrainer(keras.Model):
   """Wraps a `MaskedNet` and trains it with one of the paper's methods.
 
+  Each method (`anp.methods`) sets the trainer's arguments:
+
   method   clean CE  PGD CE  masks  vulnerability suppression
   standard    x
   at          x        x               lambda_vs (the original's AT: 1e-4; 0: Madry et al.)
@@ -48,15 +49,16 @@ class AdversarialTrainer(keras.Model):
   anp_vs      x        x      x        x
   at_bnn            x (only)          Bayesian weights (Adv-BNN, `SampledCE`)
   hydra       x    PGD CE / KL         (HYDRA's scores / weights by stage: `trained_variables`)
-  admm              x (only)          ADMM's penalty (`regularizer`, anp.admm; `AdvCE`)
-  awt         (AWT's search: distances to a dense teacher on its PGD examples, anp.awt)
+  admm              x (only)          ADMM's penalty (`regularizer`, anp.methods.admm; `AdvCE`)
+  awt         (AWT's search: distances to a dense teacher on its PGD examples, anp.methods.awt)
 
   Weights minimise
     D + beta KL / N + wd L2 + lambda V(x, x_adv)
-  where the data term D is the `objective`'s: (CE(x) + w CE(x_adv)) / (1 + w) by default
-  (`anp.objectives.MixedCE`), CE(x) + beta_t KL(f(x) || f(x_adv)) for TRADES (`Trades`), CE(x)
-  alone without adversarial examples, CE(x_adv) for ADMM (`AdvCE`) and Adv-BNN, whose KL is
-  that of its Bayesian layers (weight decay skips their log-sigmas). The mask parameters
+  (x_adv only with `adversarial`; the V term when `lambda_vs` > 0), where the data term D is
+  the `objective`'s: (CE(x) + w CE(x_adv)) / (1 + w) by default (`anp.objectives.MixedCE`),
+  CE(x) + beta_t KL(f(x) || f(x_adv)) for TRADES (`Trades`), CE(x) alone without adversarial
+  examples, CE(x_adv) for ADMM (`AdvCE`) and Adv-BNN, whose KL is that of its Bayesian layers
+  (weight decay skips their log-sigmas). The mask parameters
   minimise, with their own optimizer, CE(x_adv) + beta KL / N (CE(x) for bp), as in the
   original code.
   `regularizer` (a function () -> scalar, e.g. ADMM's rho/2 ||W - Z + U||^2) is added to the
@@ -69,20 +71,17 @@ class AdversarialTrainer(keras.Model):
   checkpointed: a resumed run repeats an uninterrupted one bit for bit on CPU.
   """
 
-  admm = None  # ADMM's state (`anp.admm.ADMMState`) of an admm run, set by `make_trainer`
+  admm = None  # ADMM's state (`anp.methods.admm.ADMMState`), set by its `make_trainer`
 
-  def __init__(self, net, *, method, n_train, eps=0.3, step_size=0.01, attack_steps=20,
-               adv_weight=2.0, beta=1.0, lambda_vs=0.0, weight_decay=1e-4,
+  def __init__(self, net, *, n_train, adversarial=True, eps=0.3, step_size=0.01,
+               attack_steps=20, adv_weight=2.0, beta=1.0, lambda_vs=0.0, weight_decay=1e-4,
                clip_min=0.0, clip_max=1.0, mask_optimizer=None, seed=None, compact_attack=True,
                attack_dtype="float32", objective=None, trained_variables=None, regularizer=None,
                **kwargs):
     super().__init__(**kwargs)
     self.net = net
-    self.method = method
-    self.adversarial = method in ADVERSARIAL_METHODS
-    self.use_vs = method in ("at", "anp_vs") and lambda_vs > 0
-    if method in ("bp", "anp", "anp_vs") and not net.masks:
-      raise ValueError(f"Method {method!r} needs a network built with masked=True.")
+    self.adversarial = bool(adversarial)
+    self.use_vs = self.adversarial and lambda_vs > 0
     self.n_train = float(n_train)
     self.attack_args = dict(eps=eps, step_size=step_size, steps=attack_steps,
                             clip_min=clip_min, clip_max=clip_max)
@@ -180,8 +179,8 @@ class AdversarialTrainer(keras.Model):
         loss += self.regularizer()
       mask_loss = mask_data_loss + kl_term
       # What this replica differentiates (the losses themselves on one device).
-      weight_objective = _replica_loss(loss, self.optimizer)
-      mask_objective = _replica_loss(mask_loss, self.mask_optimizer) if mask_vars else None
+      weight_objective = replica_loss(loss, self.optimizer)
+      mask_objective = replica_loss(mask_loss, self.mask_optimizer) if mask_vars else None
     self.optimizer.apply(tape.gradient(weight_objective, weights), weights)
     if mask_vars:
       self.mask_optimizer.apply(tape.gradient(mask_objective, mask_vars), mask_vars)

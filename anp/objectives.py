@@ -18,7 +18,7 @@ the trainer's.
 
 import tensorflow as tf
 
-from anp.bnn import sampled_pgd
+from attacks import sampled_pgd
 from attacks import pgd, trades_pgd
 from attacks.trades import kl_divergence
 
@@ -80,7 +80,7 @@ class AdvCE(Objective):
 class SampledCE(AdvCE):
   """Adv-BNN: min over the posterior of E_w[CE(f_w(x_adv))] + alpha KL(q || p) / N.
 
-  The examples come from `anp.bnn.sampled_pgd` on the stochastic network (a weight sample per
+  The examples come from `attacks.sampled_pgd` on the stochastic network (a weight sample per
   PGD step, as the authors' PGD on their always-sampling network), for training and
   validation alike; the data term is CE(x_adv) without the clean CE (their `elbo`).
   `model_fn` must take `seed` (`MaskedNet.attack_fn` of a Bayesian network does).

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from anp.atomic import write_whole
 from anp.errors import UserError
 from anp.evaluate import output_dir
 from anp.tables import markdown_table, model_name, per_attack_label, table_cells
@@ -271,8 +272,7 @@ def run_report(cfg):
             f"![Distribution of feature vulnerability]({VULN_PNG})", "",
             f"![Vulnerability per layer]({LAYER_PNG})", ""]
   report = os.path.join(cfg.report_dir, "report.md")
-  with open(report, "w") as f:
-    f.write("\n".join(lines))
+  write_whole(report, "\n".join(lines))
   print(f"Data set: {dataset}, input space: {preprocess}")
   print(table, end="")
   print(f"Wrote {report} and {', '.join(os.path.basename(p) for p in paths)}.")

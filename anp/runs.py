@@ -5,7 +5,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from anp.config import Config, run_config_path
+from anp import methods, original_ckpt
+from anp.config import Config, architecture, run_config_path
 from anp.data import dataset_info
 from anp.errors import UserError
 from models.lenet import LeNet5
@@ -30,25 +31,16 @@ def check_writable_dir(path, flag):
     raise RunError(f"Flag {flag}: cannot write in {parent!r} (permission denied).")
 
 
-def architecture(dataset):
-  return "lenet" if dataset_info(dataset).image_shape == (28, 28, 1) else "vgg"
-
-
-def build_net(cfg):
-  """The (masked) network of a resolved config, built on the dataset's input shape."""
+def build_net(cfg, **options):
+  """The network of a resolved config, built on the dataset's input shape: its method's
+  (`Method.net_options`: masks, Bayesian or HYDRA layers), or one with `options` instead."""
   info = dataset_info(cfg.dataset)
-  # Adv-BNN: Bayesian conv/dense layers, prior N(0, sigma_0^2), initial posterior sigma.
-  # AWT's search (anp.awt): HYDRA's unstructured layers, the mask from the weights' magnitudes.
-  variant = (dict(bayes=(cfg.bnn_prior_sigma, cfg.bnn_init_sigma)) if cfg.method == "at_bnn"
-             else dict(hydra=cfg.hydra_granularity, prune_ratio=cfg.prune_ratio)
-             if cfg.method == "hydra" else dict(hydra="weight", prune_ratio=cfg.prune_ratio)
-             if cfg.method == "awt" else {})
+  options = options or methods.get(cfg.method).net_options(cfg)
   if architecture(cfg.dataset) == "lenet":
-    net = LeNet5(info.n_classes, masked=cfg.masked, threshold=cfg.thres,
-                 bias_init=cfg.bias_init, **variant)
+    net = LeNet5(info.n_classes, threshold=cfg.thres, bias_init=cfg.bias_init, **options)
   else:
-    net = VGG(info.n_classes, masked=cfg.masked, threshold=cfg.thres,
-              standardize=cfg.preprocess == "pixel", bias_init=cfg.bias_init, **variant)
+    net = VGG(info.n_classes, threshold=cfg.thres, standardize=cfg.preprocess == "pixel",
+              bias_init=cfg.bias_init, **options)
   net(tf.zeros((1,) + info.image_shape))
   return net
 
@@ -69,7 +61,6 @@ def find_checkpoint(path, flag="--model_dir"):
 def locate_checkpoint(path, flag):
   """('original', path) for a checkpoint of the authors' TF1 code, else ('ours', prefix) of
   `find_checkpoint`; RunError when `path` is neither."""
-  from anp import original_ckpt  # late import: original_ckpt imports anp.runs
   if original_ckpt.is_original(path):
     return "original", path
   return "ours", find_checkpoint(path, flag)
@@ -78,27 +69,29 @@ def locate_checkpoint(path, flag):
 def restore_net(net, path, flag="--init_from"):
   """Loads the network variables of a checkpoint (a run dir or prefix) into `net`.
 
-  Only variables present in both are loaded, so a standard model can initialise a
-  masked one (the masks keep their initial values); but every weight kernel of `net` must
-  come from the checkpoint, else RunError (training from random weights unawares).
+  What a method adds on top of a plain network (beta-Bernoulli masks, HYDRA's scores, Bayesian
+  log-sigmas) may be absent and keeps its values, so that a standard model can initialise a
+  masked one; every other float variable of `net` (kernels, biases, batch-norm parameters and
+  statistics) must come from the checkpoint, else RunError (training from random weights
+  unawares).
   """
   kind, prefix = locate_checkpoint(path, flag)
   if kind == "original":
-    from anp import original_ckpt  # late import: original_ckpt imports anp.runs
     return original_ckpt.restore_original(net, path)["prefix"]
-  # Every kernel is set to NaN first: one still NaN after the restore had no checkpoint value.
-  kernels = [v for v in net.variables if v.name.endswith("kernel")]
-  before = [v.numpy() for v in kernels]
-  for v in kernels:
+  added = {id(v) for v in net.mask_variables} | {
+      id(v) for layer in getattr(net, "bayes_layers", ()) for v in layer.log_sigma_variables}
+  required = [v for v in net.variables if id(v) not in added and "float" in str(v.dtype)]
+  # Each is set to NaN first: one still NaN after the restore had no checkpoint value.
+  before = [v.numpy() for v in required]
+  for v in required:
     v.assign(tf.fill(tf.shape(v), tf.constant(np.nan, v.dtype)))
-  # expect_partial: masks, scores or sigmas absent from the checkpoint keep their values.
   tf.train.Checkpoint(net=net).restore(prefix).expect_partial()
-  missed = [v.path for v in kernels if np.all(np.isnan(v.numpy()))]
+  missed = [v.path for v in required if np.all(np.isnan(v.numpy()))]
   if missed:
-    for v, value in zip(kernels, before):
+    for v, value in zip(required, before):
       v.assign(value)
-    raise RunError(f"Flag {flag}: the checkpoint {prefix!r} holds no weights for "
-                   f"{len(missed)} of the network's {len(kernels)} weight kernels (e.g. "
+    raise RunError(f"Flag {flag}: the checkpoint {prefix!r} holds no values for "
+                   f"{len(missed)} of the network's {len(required)} weights (e.g. "
                    f"{missed[0]}); it is not a checkpoint of this architecture.")
   return prefix
 

@@ -1,13 +1,13 @@
 """The paper's table: the README row of an eval.json dict (`table_cells`, `table_row`,
 `markdown_table` with the TABLE_COLUMNS of the original README), the printed summary of
 --mode=eval (`format_table`: accuracies and sparsity in percent), the model's name in the table
-(`model_name`, METHOD_NAMES of the methods) and the Memory/Flops columns (`efficiency_columns`,
+(`model_name`, from the method's `row_name`) and the Memory/Flops columns (`efficiency_columns`,
 the original code's formulas of `anp.efficiency`). Used by `anp.evaluate` and `anp.report`.
 """
 
 import os
 
-from anp import efficiency, hydra
+from anp import efficiency, methods
 
 # The white-box columns: PGD-40 (the paper's attack), AutoAttack (the field's standard) and the
 # per-example worst case of every attack the evaluation ran; the black box transfers PGD-40.
@@ -16,12 +16,6 @@ TABLE_COLUMNS = ("Model", "Clean Acc.", "White box PGD-40 acc.", "White box Auto
                  "White Box Vulnerability", "Black Box Vulnerability", "Memory", "Flops",
                  "Sparsity")
 PAPER_PGD_STEPS = 40
-METHOD_NAMES = {"standard": "Standard", "at": "AT", "trades": "TRADES", "bp": "BP",
-                "anp": "ANP", "anp_vs": "ANP-VS", "at_bnn": "Adv-BNN",
-                "hydra": "HYDRA", "admm": "ADMM (before hard pruning)", "awt": "AWT search"}
-# A HYDRA finetune row named after the run it finetunes: ADMM's hard pruning (magnitude
-# scores), AWT's ticket (its learned mask).
-SOURCE_NAMES = {"admm": "ADMM", "awt": "AWT"}
 
 
 def model_name(result):
@@ -32,47 +26,14 @@ def model_name(result):
 
 
 def _method_name(result):
-  """'ANP-VS' etc.; the folder name of a model whose method is unknown (a SavedModel).
-
-  AT trained from another model's weights (`init_from`) is 'Pretrained AT', as in the paper;
-  the original's AT trains from scratch.
-  """
-  method = result.get("method")
-  if method == "at" and result.get("init_from"):
-    return "Pretrained AT"
-  if method == "hydra" and result.get("hydra"):
-    return hydra_name(result["hydra"])
-  if method in METHOD_NAMES:
-    return METHOD_NAMES[method]
-  if method:
-    return str(method)
+  """The method's row name (`Method.row_name`: 'ANP-VS', 'Pretrained AT', 'HYDRA 90%', ...);
+  the folder name of a model whose method is unknown (a SavedModel)."""
+  method = methods.find(result.get("method"))
+  if method is not None:
+    return method.row_name(result)
+  if result.get("method"):
+    return str(result["method"])
   return os.path.basename(os.path.normpath(result.get("model_dir") or "model"))
-
-
-def hydra_settings(cfg):
-  """What a HYDRA row's name needs from its run config (None for other methods)."""
-  if cfg.method != "hydra":
-    return None
-  source = hydra.init_run_config(cfg.init_from) if cfg.init_from else None
-  return dict(stage=cfg.hydra_stage, scores=cfg.hydra_scores,
-              granularity=cfg.hydra_granularity, objective=cfg.hydra_objective,
-              prune_ratio=cfg.prune_ratio, source_method=source.method if source else None)
-
-
-def hydra_name(settings):
-  """'HYDRA', 'LWM' (magnitude scores), 'ADMM' (magnitude scores after an ADMM run) or 'AWT'
-  (an AWT search run finetuned), e.g. 'HYDRA 90% channels (prune stage)', 'AWT 90%'."""
-  name = "LWM" if settings["scores"] == "magnitude" else "HYDRA"
-  # `after_admm`: the eval.json files written before `source_method`.
-  source = settings.get("source_method") or ("admm" if settings.get("after_admm") else None)
-  if source == "admm" or (source == "awt" and settings["scores"] == "learned"):
-    name = SOURCE_NAMES[source]
-  name += f" {100 * settings['prune_ratio']:g}%"
-  if settings["granularity"] == "channel":
-    name += " channels"
-  if settings["stage"] == "prune":
-    name += " (prune stage)"
-  return name
 
 
 def _fmt(value, spec, scale=1.0):

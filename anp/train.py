@@ -16,17 +16,11 @@ import time
 import keras
 import tensorflow as tf
 
-from anp import admm, awt, data, distribute, hydra
-from anp.config import (ADMM_RUN_KEYS, AWT_RUN_KEYS, HYDRA_RUN_KEYS, RUN_KEYS, Config,
-                        run_config_path)
+from anp import data, distribute, efficiency, methods
+from anp.config import Config, architecture, run_config_path
 from anp.progress import Progress
-from anp.model import AdversarialTrainer, adam, staircase
-from anp.objectives import AdvCE, SampledCE, Trades
-from anp.runs import (LR_DECAY_POINTS, RunError, architecture, build_net,
-                      check_writable_dir, locate_checkpoint, restore_net)
-
-# The original trains unmasked models ('base' mode) with Adam at 1e-3 whatever --init_lr.
-BASE_LR = 1e-3
+from anp.atomic import write_whole
+from anp.runs import (RunError, build_net, check_writable_dir, locate_checkpoint, restore_net)
 # Default --checkpoint_every: a few minutes of work on 2 CPU cores.
 CHECKPOINT_EVERY = {"lenet": 500, "vgg": 50}
 # Validation PGD seeds live apart from the training steps' (seed, step) pairs.
@@ -35,66 +29,12 @@ SHOWN = ("loss", "acc_clean", "acc_adv")  # metrics in the progress line
 
 
 def make_trainer(net, cfg, n_train, total_steps):
-  """The AdversarialTrainer of a config, compiled with the original's optimizers."""
-  decay = LR_DECAY_POINTS[architecture(cfg.dataset)]
+  """The trainer of a resolved config (its method's `make_trainer`), compiled."""
   # float16 gradients underflow without a loss scale (mask gradients pass through float16
   # layers too); bfloat16 has float32's range and needs none.
   scaled = keras.mixed_precision.global_policy().name == "mixed_float16"
   wrap = keras.optimizers.LossScaleOptimizer if scaled else (lambda opt: opt)
-  if cfg.method == "awt":
-    return _awt_trainer(net, cfg, n_train, total_steps, wrap)
-  trained = None
-  if cfg.method == "hydra":  # one optimizer over the stage's variables (anp.hydra)
-    trained = (hydra.stage_variables(net, cfg.hydra_stage), [])
-    weight_opt, mask_opt = wrap(hydra.optimizer(cfg, total_steps, decay)), None
-    weight_opt.build(trained[0])
-  elif net.masks:
-    weight_opt = wrap(adam(staircase(0.1 * cfg.init_lr, total_steps, decay)))
-    mask_opt = wrap(adam(staircase(cfg.init_lr, total_steps, decay)))
-    mask_opt.build(net.mask_variables)
-    weight_opt.build(net.weight_variables)
-  else:
-    weight_opt, mask_opt = wrap(adam(staircase(BASE_LR, total_steps, decay))), None
-    weight_opt.build(net.weight_variables)
-  # ADMM's Z, U and rho (anp.admm): variables of the trainer, checkpointed with the run.
-  admm_state = (admm.ADMMState(admm.kernels(net), cfg.prune_ratio, cfg.admm_rho)
-                if cfg.method == "admm" else None)
-  trainer = AdversarialTrainer(
-      net, method=cfg.method, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,
-      attack_steps=cfg.train_attack_steps, adv_weight=cfg.adv_weight, beta=cfg.beta,
-      lambda_vs=cfg.lambda_vs, weight_decay=cfg.weight_decay, mask_optimizer=mask_opt,
-      seed=cfg.seed, compact_attack=cfg.compact_attack,
-      attack_dtype=cfg.train_attack_dtype, objective=objective(cfg),
-      trained_variables=trained,
-      regularizer=admm_state and admm_state.penalty)
-  trainer.admm = admm_state
-  trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
-  return trainer
-
-
-def _awt_trainer(net, cfg, n_train, total_steps, wrap):
-  """AWT's search (anp.awt): a frozen dense teacher, one Adam (NTT's constant 5e-4) over the
-  student's weights, not its scores."""
-  weight_opt = wrap(adam(awt.LEARNING_RATE))
-  weight_opt.build(net.weight_variables)
-  trainer = awt.AwtTrainer(
-      net, awt.teacher_net(cfg), kernel_weight=cfg.awt_kernel_weight, l2=cfg.awt_l2,
-      ntk_examples=cfg.awt_ntk_examples, remask_every=cfg.awt_remask_every,
-      total_steps=total_steps, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,
-      attack_steps=cfg.train_attack_steps, seed=cfg.seed, compact_attack=cfg.compact_attack,
-      attack_dtype=cfg.train_attack_dtype)
-  trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
-  return trainer
-
-
-def objective(cfg):
-  """The objective object of a method (`anp.objectives`); None: the trainer's MixedCE."""
-  term = cfg.data_term
-  if term == "trades":
-    return Trades(cfg.trades_beta)
-  if term == "adv":
-    return AdvCE()
-  return SampledCE() if term == "sampled" else None
+  return methods.get(cfg.method).make_trainer(net, cfg, n_train, total_steps, wrap)
 
 
 def check_run_dir(cfg):
@@ -106,15 +46,12 @@ def check_run_dir(cfg):
   path = cfg.model_dir
   check_writable_dir(path, "--model_dir")
   init = locate_checkpoint(cfg.init_from, "--init_from") if cfg.init_from else None
-  if cfg.method == "hydra":
-    hydra.check_init_from(cfg, init and init[1])
+  methods.get(cfg.method).check_init_from(cfg, init and init[1])
   cfg_path = run_config_path(path)
   if not os.path.isfile(cfg_path):
     return
   saved = Config.load(cfg_path).resolved()
-  keys = RUN_KEYS + {"hydra": HYDRA_RUN_KEYS, "admm": ADMM_RUN_KEYS,
-                     "awt": AWT_RUN_KEYS}.get(cfg.method, ())
-  differ = [k for k in keys if getattr(saved, k) != getattr(cfg, k)]
+  differ = [k for k in cfg.run_keys if getattr(saved, k) != getattr(cfg, k)]
   if differ:
     was = " ".join(f"--{k}={getattr(saved, k)}" for k in differ)
     now = " ".join(f"--{k}={getattr(cfg, k)}" for k in differ)
@@ -156,11 +93,19 @@ def machine():
 
 
 def _log_lines(log_path, last_epoch):
-  """The train_log.jsonl records of epochs <= last_epoch (a killed run may have written more)."""
+  """The train_log.jsonl records of epochs <= last_epoch (a killed run may have written more,
+  or torn its last line: a last line that is not JSON is dropped, that epoch is redone)."""
   if not os.path.isfile(log_path):
     return []
   with open(log_path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i < len(lines) - 1:
+        raise RunError(f"{log_path}: line {i + 1} is not JSON; the log is damaged.") from None
   return [r for r in records if r["epoch"] <= last_epoch]
 
 
@@ -185,6 +130,7 @@ def run_train(cfg, arrays=None):
   val_ds = data.make_dataset(x_te[:n_val], y_te[:n_val], 256, training=False,
                              preprocess=cfg.preprocess) if n_val else None
 
+  method = methods.get(cfg.method)
   with distribute.scope(strategy):  # variables, both optimizers and metrics: mirrored
     net = build_net(cfg)
     if distribute.replicas(strategy) > 1:
@@ -195,8 +141,7 @@ def run_train(cfg, arrays=None):
       net=net, optimizer=trainer.optimizer,
       mask_optimizer=trainer.mask_optimizer or tf.train.Checkpoint(), epoch=epoch_var,
       metrics=[v.value for m in trainer.metrics for v in m.variables],
-      **({"admm": trainer.admm.checkpoint()} if trainer.admm else {}),
-      **({"teacher": trainer.teacher} if cfg.method == "awt" else {}))
+      **method.checkpoint_objects(trainer))
   # Every worker saves (distributed variables need all of them); only the chief's is kept.
   manager = tf.train.CheckpointManager(
       ckpt, cfg.model_dir if chief else distribute.worker_dir(cfg.model_dir, strategy),
@@ -212,22 +157,17 @@ def run_train(cfg, arrays=None):
   os.makedirs(cfg.model_dir, exist_ok=True)
   if latest:
     print(f"Resuming from {latest} (epoch {epoch + 1}, step {step}).")
-  elif cfg.init_from:
-    print(f"Initialised from {restore_net(net, cfg.init_from)}.")
-    if cfg.method == "hydra":
-      hydra.after_init(net, cfg)
-  if trainer.admm and not latest:
-    trainer.admm.reset()  # Z from the starting weights
-  if cfg.method == "awt" and not latest:
-    trainer.start()  # the teacher and the first mask from the starting weights
+  else:
+    if cfg.init_from:
+      print(f"Initialised from {restore_net(net, cfg.init_from)}.")
+    method.start(trainer, cfg)
   records = _log_lines(log_path, epoch)
   if chief:
     for stale in ("eval.json", "eval.md"):
       if os.path.isfile(os.path.join(cfg.model_dir, stale)):
         os.remove(os.path.join(cfg.model_dir, stale))
         print(f"Removed {stale}: it described the model before this training.")
-    with open(log_path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in records)
+    write_whole(log_path, "".join(json.dumps(r) + "\n" for r in records))
     cfg.save(run_config_path(cfg.model_dir))
 
   every = cfg.checkpoint_every or CHECKPOINT_EVERY[arch]
@@ -256,11 +196,11 @@ def run_train(cfg, arrays=None):
                   sparsity=net.sparsity(),
                   **{m.name: float(m.result()) for m in trainer.metrics},
                   **_validate(trainer, val_step, val_ds, epoch))
-    weights = hydra.weight_efficiency(net) if cfg.method in ("hydra", "awt") else None
+    weights = efficiency.weight_efficiency(net)
     if weights:
       record["weight_sparsity"] = weights["sparsity"]
-    if trainer.admm:  # before the log and the checkpoint, as the rest of the epoch
-      record.update(admm.end_of_epoch(trainer.admm, epoch + 1, cfg.admm_every))
+    # Before the log and the checkpoint, as the rest of the epoch.
+    record.update(method.end_of_epoch(trainer, cfg, epoch + 1))
     for m in trainer.metrics:
       m.reset_state()
     records.append(record)

@@ -5,7 +5,8 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from attacks import losses, replica_rows
+from attacks import losses
+from models import replica_rows
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Projected gradient descent (Madry et al. 2018) in L-inf and L2, and FGSM.
+"""Projected gradient descent (Madry et al. 2018) in L-inf and L2, FGSM, and PGD on a
+stochastic network with one weight sample per step (`sampled_pgd`, Adv-BNN's attack).
 
 Plain TF ops around one `tf.while_loop`: each function runs eagerly, and as one graph loop
 when called inside `tf.function` (see `attacks.compiled`).
@@ -86,6 +87,40 @@ def l2_pgd(model_fn, x, y, eps, step_size, steps, *, rand_init=True, clip_min=0.
     _, grad = common.loss_gradient(model_fn, x_adv, y, loss_fn, eot_samples)
     unit = grad / common.per_example(common.l2_norm(grad) + tiny, x)
     return i + 1, project(x_adv + step_size * unit)
+
+  _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
+  return tf.stop_gradient(x_adv)
+
+
+def sampled_pgd(model_fn, x, y, eps, step_size, steps, *, seed=None, clip_min=0.0,
+                clip_max=1.0):
+  """L-inf PGD on the cross-entropy of a stochastic network, one weight sample per step.
+
+  Args:
+    model_fn: `model_fn(x, seed=None) -> logits [B, n_classes]`, one weight sample per call,
+      stateless from a shape-[2] `seed`.
+    x: inputs [B, ...]; y: integer labels [B].
+    eps, step_size, steps (a Python int), clip_min, clip_max: as `attacks.pgd`.
+    seed: optional int (scalar tensor): the random start (as `attacks.pgd` with that seed) and
+      step i's weight sample (seed (seed, i + 1)) become pure functions of it; without it,
+      fresh samples.
+  Returns:
+    x_adv like x, within eps of x and within the box.
+  """
+  x, y, steps, _, loss_fn = common.check_attack_args(
+      x, y, steps, 1, clip_min, clip_max, "ce", python_int=True, eps=eps, step_size=step_size)
+  eps = tf.cast(eps, x.dtype)
+  project = common.linf_projector(x, eps, clip_min, clip_max)
+  x_adv = project(x + common.random_uniform(tf.shape(x), -eps, eps, x.dtype, seed))
+
+  def body(i, x_adv):
+    step_seed = None if seed is None else tf.stack(
+        [tf.cast(seed, tf.int64), tf.cast(i, tf.int64) + 1])
+    with tf.GradientTape() as tape:
+      tape.watch(x_adv)
+      loss = tf.reduce_sum(loss_fn(tf.cast(model_fn(x_adv, seed=step_seed), tf.float32), y))
+    grad = tape.gradient(loss, x_adv)
+    return i + 1, project(x_adv + tf.cast(step_size, x.dtype) * tf.sign(grad))
 
   _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
   return tf.stop_gradient(x_adv)

@@ -3,15 +3,12 @@
 import keras
 import tensorflow as tf
 
-from anp.bayesian import BayesConv2D, BayesDense
-from anp.masks import BetaBernoulli
+from models.initializers import BIAS_INITS
+from models.bayesian import BayesConv2D, BayesDense
+from models.masks import BetaBernoulli
 from models.subnet import (SubnetConv2D, SubnetDense, TopKMask, fixed_masks, hydra_masks,
                            subnet_layers)
 
-# Bias initialisers. 'glorot': the original's (TF1 `tf.get_variable` defaults to Glorot
-# uniform, which on a 1-D shape [n] draws U(-sqrt(3/n), sqrt(3/n)); Keras' GlorotUniform
-# computes the same fans); 'zeros': the Keras default.
-BIAS_INITS = {"glorot": "glorot_uniform", "zeros": "zeros"}
 # Seeds of the Bayesian layers are folded in from here on, apart from the mask and dropout
 # sites (numbered from 0).
 _BAYES_SITES = 1000
@@ -35,7 +32,7 @@ class MaskedNet(keras.Model):
   Conv2D / Dense layers with `_conv` / `_dense`.
 
   `bayes=(prior_sigma, init_sigma)` makes those layers mean-field Gaussian
-  (`anp.bayesian`, Adv-BNN): every call, inference included, draws one weight sample per layer,
+  (`models.bayesian`, Adv-BNN): every call, inference included, draws one weight sample per layer,
   stateless from `seed` when given (in either mode), and `kl()` adds their KL to the prior.
 
   `hydra` (None, 'weight' or 'channel') builds HYDRA's pruning (`models.subnet`, Sehwag et al.

@@ -105,7 +105,7 @@ class _Subnet:
   """What the unstructured layers share: the `scores` variable and the masked kernel."""
 
   def _add_scores(self, shape):
-    # Set from the pretrained weights by `anp.hydra.init_scores`, or restored.
+    # Set from the pretrained weights by `anp.methods.hydra.init_scores`, or restored.
     self.scores = self.add_weight(name="scores", shape=shape, initializer="zeros")
 
   def kernel_mask(self, straight_through=False):
@@ -177,7 +177,7 @@ class TopKMask(layers.Layer):
   """Structured HYDRA mask of a unit site: x * top-k(|scores|) over the last axis.
 
   Input [B, ..., units] (dense features or NHWC maps); output the same shape. The same 0/1
-  mask in training and inference (no noise); same interface as `anp.masks.BetaBernoulli`
+  mask in training and inference (no noise); same interface as `models.masks.BetaBernoulli`
   (`inference_mask`, `keep`, `n_active`, `kl`), so the compact export and the attack path of
   the networks treat it as any mask site.
   """

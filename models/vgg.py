@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from attacks import replica_rows
+from models import replica_rows
 from models.base import MaskedNet
 
 layers = keras.layers

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import admm
+from anp.methods import admm
 from tests.helpers import SHARED_DATA, have_real_data
 
 
@@ -146,8 +146,9 @@ def test_retraining_objective_adv_is_the_adversarial_ce_without_decay():
 
 def test_admm_runs_saved_before_the_flag_load_with_the_mixed_loss(tmp_path):
   import json
-  from anp.config import ADMM_RUN_KEYS, Config
-  assert "admm_loss" in ADMM_RUN_KEYS
+  from anp import methods
+  from anp.config import Config
+  assert "admm_loss" in methods.get("admm").run_keys
   path = str(tmp_path / "config.json")
   for method, want in (("admm", "mixed"), ("at", "adv")):
     with open(path, "w") as f:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import awt, tables
+from anp import tables
+from anp.methods import awt
 from anp.config import Config
 from anp.errors import UserError
 from anp.runs import RunError, build_net, load_run

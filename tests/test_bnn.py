@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import bnn, evaluate
-from anp.bayesian import BayesConv2D, BayesDense, gaussian_kl
-from anp.config import BNN_EOT_SAMPLES, RUN_KEYS, Config
+import attacks
+from anp import evaluate
+from anp.config import RUN_KEYS, Config
 from anp.errors import UserError
+from anp.methods import bnn
+from anp.methods.bnn import BNN_EOT_SAMPLES
 from anp.runs import build_net
 from anp.train import make_trainer
+from models.bayesian import BayesConv2D, BayesDense, gaussian_kl
 from tests.helpers import SHARED_DATA, have_real_data, mnist_slice
 
 needs_data = pytest.mark.skipif(not have_real_data(),
@@ -129,12 +132,12 @@ def test_sampled_pgd_draws_one_seeded_sample_per_step():
 
   x = tf.random.uniform([4, 28, 28, 1])
   y = tf.constant([0, 1, 2, 3])
-  a = bnn.sampled_pgd(model_fn, x, y, 0.1, 0.02, 3, seed=7)
+  a = attacks.sampled_pgd(model_fn, x, y, 0.1, 0.02, 3, seed=7)
   assert seen == [(7, 1), (7, 2), (7, 3)]
-  b = bnn.sampled_pgd(model_fn, x, y, 0.1, 0.02, 3, seed=7)
+  b = attacks.sampled_pgd(model_fn, x, y, 0.1, 0.02, 3, seed=7)
   np.testing.assert_array_equal(a.numpy(), b.numpy())
   assert np.max(np.abs(a.numpy() - x.numpy())) <= 0.1 + 1e-6
-  assert not np.array_equal(a.numpy(), bnn.sampled_pgd(model_fn, x, y, 0.1, 0.02, 3,
+  assert not np.array_equal(a.numpy(), attacks.sampled_pgd(model_fn, x, y, 0.1, 0.02, 3,
                                                        seed=8).numpy())
 
 
@@ -242,7 +245,7 @@ def test_bayesian_vgg_samples_every_conv_and_dense_layer_and_trains():
     np.testing.assert_array_equal(net(x, training=training, seed=seed).numpy(),
                                   net(x, training=training, seed=seed).numpy())
   assert not np.allclose(net(x).numpy(), net(x).numpy())
-  trainer = AdversarialTrainer(net, method="at_bnn", n_train=100, eps=0.03, step_size=0.01,
+  trainer = AdversarialTrainer(net, n_train=100, eps=0.03, step_size=0.01,
                                attack_steps=1, beta=1.0, weight_decay=0.0, seed=0,
                                objective=SampledCE())
   trainer.compile(optimizer=adam(1e-3))

@@ -106,7 +106,11 @@ def offline_load(*args, **kwargs):
 class InfoTest(tf.test.TestCase):
 
   def test_datasets(self):
-    self.assertEqual(sorted(data.DATASETS), ["cifar10", "cifar100", "fashion_mnist", "mnist"])
+    from anp.config import DATASETS, architecture
+    self.assertEqual(sorted(DATASETS), ["cifar10", "cifar100", "fashion_mnist", "mnist"])
+    for name in DATASETS:  # the network of each data set fits its images
+      self.assertEqual(architecture(name) == "lenet",
+                       data.dataset_info(name).image_shape == (28, 28, 1))
     info = data.dataset_info("cifar100")
     self.assertEqual((info.image_shape, info.n_classes, info.n_train, info.n_test),
                      ((32, 32, 3), 100, 50000, 10000))

@@ -20,7 +20,7 @@ from anp.config import Config
 from anp.errors import UserError
 from anp.runs import build_net
 from anp.train import make_trainer
-from attacks import replica_rows
+from models import replica_rows
 from tests.helpers import REPO, SHARED_DATA, have_real_data
 
 needs_data = unittest.skipUnless(have_real_data(), f"real MNIST not found in {SHARED_DATA}")

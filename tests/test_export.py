@@ -12,7 +12,8 @@ from absl.testing import parameterized
 
 from anp.config import Config, run_config_path
 from anp.compact import compact_model
-from anp.export import count_params, save_for_serving
+from anp.efficiency import count_params
+from anp.export import save_for_serving
 from models.lenet import LeNet5
 from models.vgg import VGG
 from tests.helpers import REPO, SHARED_DATA, have_real_data, mnist_slice
@@ -65,7 +66,7 @@ class CompactModelTest(tf.test.TestCase, parameterized.TestCase):
     keep3 = net.bbd3.keep().numpy().reshape(16, 50)
     n3 = int(np.sum(keep3[:, keep2]))  # flattened features of kept channels kept by bbd3
     expected = (25 * n1 + n1) + (25 * n1 * n2 + n2) + (n3 * n4 + n4) + (n4 * 10 + 10)
-    self.assertEqual(count_params(compact), expected)
+    self.assertEqual(count_params(compact.weights), expected)
     self.assertLess(expected, 431080)
 
   def test_unmasked_lenet_is_unchanged(self):
@@ -73,7 +74,7 @@ class CompactModelTest(tf.test.TestCase, parameterized.TestCase):
     compact = compact_model(net)
     x = _images(16)
     self.assertAllClose(net(x), compact(x), atol=1e-5, rtol=0)
-    self.assertEqual(count_params(compact), 431080)
+    self.assertEqual(count_params(compact.weights), 431080)
 
   @parameterized.parameters(True, False)
   def test_vgg_compact_matches_masked_logits(self, standardize):
@@ -85,7 +86,7 @@ class CompactModelTest(tf.test.TestCase, parameterized.TestCase):
     ref = net(x, training=False)
     self.assertAllClose(ref, compact(x), atol=1e-4, rtol=0)
     self.assertGreater(float(tf.math.reduce_std(ref)), 1e-3)  # not a trivial output
-    self.assertLess(count_params(compact), sum(int(np.prod(v.shape)) for v in net.weights))
+    self.assertLess(count_params(compact.weights), count_params(net.weights))
 
   def test_training_net_is_not_modified(self):
     net = _lenet(np.random.default_rng(3))
@@ -136,7 +137,7 @@ class SavedModelTest(tf.test.TestCase):
     keras_classes = np.argmax(self.net(x, training=False).numpy(), -1)
     self.assertEqual(result["classes"], keras_classes.tolist())
     self.assertAllClose(np.sum(result["probabilities"], -1), np.ones(8), atol=1e-5)
-    self.assertEqual(result["n_params"], count_params(self.compact))
+    self.assertEqual(result["n_params"], count_params(self.compact.weights))
 
   def test_saved_model_cli_lists_the_signature(self):
     cmd = ([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"], )[0]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import compact, export, hydra, tables
+from anp import compact, efficiency, tables
+from anp.methods import hydra
 from anp.config import Config
 from anp.errors import UserError
 from anp.runs import build_net, load_run
@@ -207,13 +208,13 @@ def test_vgg_prune_step_moves_scores_and_batch_norm_not_the_kernels():
   for v in net.trainable_variables:
     moved = not np.array_equal(before[v.path], v.numpy())
     assert moved == v.path.endswith(("scores", "gamma", "beta")), v.path
-  assert hydra.weight_efficiency(net)["sparsity"] == pytest.approx(0.99, abs=1e-4)
+  assert efficiency.weight_efficiency(net)["sparsity"] == pytest.approx(0.99, abs=1e-4)
 
 
 def test_weight_efficiency_counts_the_zeroed_weights():
   net = build_net(hydra_cfg(prune_ratio=0.75))
   hydra.init_scores(net)
-  eff = hydra.weight_efficiency(net)
+  eff = efficiency.weight_efficiency(net)
   kernels = [kernel_of(l).numpy() for l in subnet_layers(net)]
   nnz, total = sum(np.count_nonzero(k) for k in kernels), sum(k.size for k in kernels)
   assert eff["weights_kept"] == nnz and eff["weights_total"] == total == 430500
@@ -224,7 +225,7 @@ def test_weight_efficiency_counts_the_zeroed_weights():
   assert eff["flops_ratio"] == pytest.approx(
       sum(k.size * m for k, m in zip(kernels, macs))
       / sum(np.count_nonzero(k) * m for k, m in zip(kernels, macs)))
-  assert hydra.weight_efficiency(build_net(Config(method="standard").resolved())) is None
+  assert efficiency.weight_efficiency(build_net(Config(method="standard").resolved())) is None
 
 
 def test_other_methods_build_the_same_plain_layers():
@@ -249,24 +250,24 @@ def test_channel_export_is_smaller_and_weight_export_keeps_zeros(dataset):
       v.assign(tf.random.stateless_normal(v.shape, [len(v.path), 0]))
     small = compact.compact_model(net)
     np.testing.assert_allclose(small(x).numpy(), net(x, training=False).numpy(), atol=2e-4)
-    dense_params = export._weights_of(net)
+    dense_params = efficiency.count_params(net.weights, exclude=net.mask_variables)
     if granularity == "channel":
-      assert export.count_params(small) < 0.6 * dense_params
+      assert efficiency.count_params(small.weights) < 0.6 * dense_params
       assert net.n_active() == [n - math.floor(0.6 * n + 1e-9) for n in net.unit_counts]
     else:
-      assert export.count_params(small) == dense_params
+      assert efficiency.count_params(small.weights) == dense_params
       zeros = sum(int(np.sum(w == 0)) for w in small.get_weights())
-      assert zeros >= hydra.weight_efficiency(net)["weights_total"] * 0.6 - 16
+      assert zeros >= efficiency.weight_efficiency(net)["weights_total"] * 0.6 - 16
 
 
 def test_table_names_hydra_and_lwm_rows():
   cfg = hydra_cfg(hydra_stage="finetune", prune_ratio=0.99)
-  result = dict(method="hydra", hydra=tables.hydra_settings(cfg))
+  result = dict(method="hydra", hydra=hydra.row_settings(cfg))
   assert tables.model_name(result) == "HYDRA 99%"
   cfg = hydra_cfg(hydra_stage="finetune", hydra_scores="magnitude", hydra_granularity="channel")
-  assert tables.model_name(dict(method="hydra", hydra=tables.hydra_settings(cfg))) == \
+  assert tables.model_name(dict(method="hydra", hydra=hydra.row_settings(cfg))) == \
       "LWM 90% channels"
-  assert tables.model_name(dict(method="hydra", hydra=tables.hydra_settings(hydra_cfg()))) == \
+  assert tables.model_name(dict(method="hydra", hydra=hydra.row_settings(hydra_cfg()))) == \
       "HYDRA 90% (prune stage)"
   printed = tables.format_table(dict(
       result, attack=dict(name="pgd", steps=40, attacks=["pgd"]), clean_acc=0.9, adv_acc=0.5,

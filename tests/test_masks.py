@@ -5,7 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from absl.testing import parameterized
 
-from anp.masks import BetaBernoulli, kl_kumaraswamy_beta, kumaraswamy_mean, sample_log_pi
+from models.masks import BetaBernoulli, kl_kumaraswamy_beta, kumaraswamy_mean, sample_log_pi
 
 tfd = tfp.distributions
 

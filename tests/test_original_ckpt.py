@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from numpy.lib.stride_tricks import sliding_window_view
 
-from anp import original_ckpt
+from anp import loading, original_ckpt
 from anp.config import Config
 from anp.runs import build_net
 from models.lenet import LeNet5
@@ -245,9 +245,9 @@ def test_vgg_reproduces_original_forward(tmp_path):
   info = original_ckpt.describe(str(tmp_path))
   assert (info["arch"], info["n_classes"], info["masked"]) == ("vgg", 10, True)
 
-  cfg = original_ckpt.original_config(str(tmp_path), Config(mode="eval", dataset="mnist"))
+  cfg = loading.original_config(str(tmp_path), Config(mode="eval", dataset="mnist"))
   assert (cfg.dataset, cfg.preprocess, cfg.masked) == ("cifar10", "original", True)
-  net, _ = original_ckpt.load_original_run(str(tmp_path), Config(mode="eval"))
+  net, _ = loading.load_original_run(str(tmp_path), Config(mode="eval"))
   assert isinstance(net, VGG) and not net.standardize
 
   images = rng.uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
@@ -268,7 +268,7 @@ def test_vgg_reproduces_original_forward(tmp_path):
 def test_build_from_original_lenet_config(tmp_path):
   write_original_checkpoint(str(tmp_path), "lenet_conv", lenet_values(np.random.default_rng(5),
                                                                       masked=False))
-  net, cfg = original_ckpt.load_original_run(str(tmp_path), Config(mode="eval",
+  net, cfg = loading.load_original_run(str(tmp_path), Config(mode="eval",
                                                                     method="anp_vs"))
   assert (cfg.dataset, cfg.method, cfg.preprocess) == ("mnist", "standard", "pixel")
   assert not net.masks

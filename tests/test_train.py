@@ -228,11 +228,46 @@ def test_init_from_a_checkpoint_without_the_networks_weights_is_an_error(tmp_pat
   unrelated = tf.train.Checkpoint(other=tf.Variable(tf.zeros([3])))
   prefix = unrelated.write(str(tmp_path / "unrelated" / "ckpt"))
   net = build_net(Config(method="anp_vs").resolved())
-  with pytest.raises(RunError, match=r"--init_from: .* holds no weights for 4 of the network's "
-                                     r"4 weight kernels"):
+  with pytest.raises(RunError, match=r"--init_from: .* holds no values for 8 of the network's "
+                                     r"8 weights"):
     restore_net(net, prefix)
+  # Kernels alone are not enough: the biases must come from the checkpoint too.
+  plain = build_net(Config(method="standard").resolved())
+  kernels = tf.train.Checkpoint(net=tf.train.Checkpoint(**{
+      name: tf.train.Checkpoint(_kernel=getattr(plain, name).kernel)
+      for name in ("conv1", "conv2", "dense3", "dense4")}))
+  partial = kernels.write(str(tmp_path / "kernels" / "ckpt"))
+  with pytest.raises(RunError, match=r"holds no values for 4 of the network's 8 weights \(e.g. "
+                                     r"\S*bias\)"):
+    restore_net(net, partial)
   # A standard model's checkpoint initialises the masked net: its kernels, not its masks.
   standard = build_net(Config(method="standard").resolved())
   good = tf.train.Checkpoint(net=standard).write(str(tmp_path / "standard" / "ckpt"))
   assert restore_net(net, good) == good
   np.testing.assert_array_equal(net.variables[0].numpy(), standard.variables[0].numpy())
+
+
+@needs_data
+def test_resume_drops_a_torn_last_log_line_and_refuses_a_damaged_log(tmp_path):
+  """A kill while appending an epoch's record leaves half a line; the resumed run redoes that
+  epoch and rewrites the log whole. A line that is not JSON before the last is damage."""
+  from anp.runs import RunError
+  from anp.train import run_train
+  run = str(tmp_path / "run")
+  cfg = dict(method="standard", epochs=1, steps_per_epoch=2, batch_size=16, val_examples=0,
+             model_dir=run)
+  arrays = mnist_slice(256, 64)
+  run_train(Config(**cfg), arrays)
+  log = os.path.join(run, "train_log.jsonl")
+  with open(log, "a") as f:
+    f.write('{"epoch": 2, "st')
+  records = run_train(Config(**dict(cfg, epochs=2)), arrays)
+  assert [r["epoch"] for r in records] == [1, 2]
+  with open(log) as f:
+    assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+  with open(log) as f:
+    lines = f.readlines()
+  with open(log, "w") as f:
+    f.writelines([lines[0][:10] + "\n", lines[1]])
+  with pytest.raises(RunError, match="line 1 is not JSON"):
+    run_train(Config(**dict(cfg, epochs=3)), arrays)

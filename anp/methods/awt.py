@@ -27,13 +27,12 @@ the last `remask_every` steps. The first mask is the top-k of |theta_0| (`AwtTra
 The ticket (mask, transferred theta) is then adversarially trained by HYDRA's finetune stage.
 """
 
-import dataclasses
-
 import keras
 import tensorflow as tf
 
 from anp import losses
-from anp.model import AdversarialTrainer, _replica_loss
+from anp.methods.base import Method
+from anp.model import AdversarialTrainer, adam, replica_loss
 from anp.runs import build_net
 from models.subnet import fixed_masks, hydra_masks, kernel_of, subnet_layers
 
@@ -43,7 +42,7 @@ LEARNING_RATE = 5e-4
 
 def teacher_net(cfg):
   """The dense teacher of an awt config: the same architecture, plain unmasked layers."""
-  return build_net(dataclasses.replace(cfg, method="standard"))
+  return build_net(cfg, masked=False)
 
 
 def direction(seed, n_classes):
@@ -104,7 +103,7 @@ class AwtTrainer(AdversarialTrainer):
 
   def __init__(self, net, teacher, *, kernel_weight=1e-3, l2=1e-5, ntk_examples=8,
                remask_every=100, total_steps=None, **kwargs):
-    super().__init__(net, method="awt", **kwargs)
+    super().__init__(net, adversarial=True, **kwargs)
     if not subnet_layers(net):
       raise ValueError("AwtTrainer needs a network built with hydra='weight'.")
     self.teacher = teacher
@@ -176,7 +175,7 @@ class AwtTrainer(AdversarialTrainer):
                      for layer in subnet_layers(net)])
       loss = (output_distance + self.kernel_weight * ntk_distance
               + self.l2 / (1.0 - net.prune_ratio) * l2)
-      objective = _replica_loss(loss, self.optimizer)
+      objective = replica_loss(loss, self.optimizer)
     return tape.gradient(objective, weights), dict(
         loss=loss, awt_output_distance=output_distance, awt_ntk_distance=ntk_distance,
         logits_adv=logits_adv)
@@ -203,3 +202,39 @@ class AwtTrainer(AdversarialTrainer):
         ce_clean=losses.cross_entropy(y, logits), acc_clean=losses.accuracy(y, logits),
         ce_adv=losses.cross_entropy(y, logits_adv), acc_adv=losses.accuracy(y, logits_adv),
         **stats)
+
+
+class AWT(Method):
+  """AWT's ticket search; its ticket (mask, weights) is finetuned by HYDRA's finetune stage."""
+
+  name, title = "awt", "AWT search"
+  run_keys = ("prune_ratio", "awt_kernel_weight", "awt_l2", "awt_ntk_examples",
+              "awt_remask_every")
+  ticket, ticket_label = "weight_mask", "AWT"
+
+  def validate(self, cfg, need):
+    need(cfg.batch_size >= 2, "batch_size", "an integer >= 2 with --method=awt (its NTK "
+         "pairs the two halves of a batch)", cfg.batch_size)
+
+  def net_options(self, cfg):
+    return dict(masked=False, hydra="weight", prune_ratio=cfg.prune_ratio)
+
+  def make_trainer(self, net, cfg, n_train, total_steps, wrap):
+    """A frozen dense teacher, one Adam (NTT's constant 5e-4) over the student's weights,
+    not its scores."""
+    weight_opt = wrap(adam(LEARNING_RATE))
+    weight_opt.build(net.weight_variables)
+    trainer = AwtTrainer(
+        net, teacher_net(cfg), kernel_weight=cfg.awt_kernel_weight, l2=cfg.awt_l2,
+        ntk_examples=cfg.awt_ntk_examples, remask_every=cfg.awt_remask_every,
+        total_steps=total_steps, n_train=n_train, eps=cfg.eps, step_size=cfg.step_size,
+        attack_steps=cfg.train_attack_steps, seed=cfg.seed, compact_attack=cfg.compact_attack,
+        attack_dtype=cfg.train_attack_dtype)
+    trainer.compile(optimizer=weight_opt, jit_compile=cfg.jit_compile)
+    return trainer
+
+  def start(self, trainer, cfg):
+    trainer.start()  # the teacher and the first mask from the starting weights
+
+  def checkpoint_objects(self, trainer):
+    return dict(teacher=trainer.teacher)

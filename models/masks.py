@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from attacks import replica_rows
+from models import replica_rows
 
 EULER_GAMMA = 0.5772156649015329
 

@@ -35,8 +35,9 @@ import tensorflow as tf
 
 from anp.config import Config, run_config_path
 from anp.errors import UserError
+from anp.methods.base import Method
 from anp.model import adam, staircase
-from models.subnet import kernel_of, subnet_layers
+from models.subnet import subnet_layers
 
 
 def score_variables(net):
@@ -137,42 +138,43 @@ def init_run_config(path):
 def check_init_from(cfg, prefix):
   """UserError unless --init_from (checkpoint `prefix`) can start this HYDRA stage.
 
-  Every stage needs one. The finetune stage with learned scores needs a prune-stage run of the
-  same granularity and prune ratio (HYDRA: "the same pruning ratio as the pruning step"), or
-  an AWT search run (`anp.awt`) of the same prune ratio, at --hydra_granularity=weight.
+  Every stage needs one. The finetune stage with learned scores needs a run whose ticket
+  (`Method.ticket`) is learned scores (a prune-stage run: same granularity and prune ratio,
+  HYDRA's "the same pruning ratio as the pruning step") or a per-weight mask (an AWT search
+  run: same prune ratio, --hydra_granularity=weight); with magnitude scores, a run pruned by
+  magnitude (ADMM) needs its prune ratio.
   """
+  from anp import methods
   if not cfg.init_from:
     raise UserError(f"Flag --init_from is required with --method=hydra "
                     f"--hydra_stage={cfg.hydra_stage}: expected a pretrained run "
                     "(--method=at or trades) to prune, or a prune-stage run to finetune. "
                     "Received: none")
+  source = init_run_config(cfg.init_from)
+  method = methods.get(source.method) if source is not None else None
+  ticket, label = (method.ticket, method.ticket_label) if method else (None, None)
   if cfg.hydra_stage == "finetune" and cfg.hydra_scores == "magnitude":
-    source = init_run_config(cfg.init_from)
-    if source is not None and source.method == "admm" and source.prune_ratio != cfg.prune_ratio:
-      raise UserError("Flag --prune_ratio: expected the ADMM run's value, "
+    if ticket == "magnitude" and source.prune_ratio != cfg.prune_ratio:
+      raise UserError(f"Flag --prune_ratio: expected the {label} run's value, "
                       f"{source.prune_ratio!r}. Received: {cfg.prune_ratio!r}")
   if cfg.hydra_stage != "finetune" or cfg.hydra_scores != "learned":
     return
-  source = init_run_config(cfg.init_from)
   has_scores = any(name.endswith("scores/.ATTRIBUTES/VARIABLE_VALUE")
                    for name, _ in tf.train.list_variables(prefix))
-  if not has_scores or (source is not None and source.method not in ("hydra", "awt")):
+  if not has_scores or (source is not None and ticket not in ("scores", "weight_mask")):
     raise UserError("Flag --init_from: --hydra_stage=finetune with learned scores expected a "
                     "--method=hydra --hydra_stage=prune run or a --method=awt run (or "
                     "--hydra_scores=magnitude for LWM from a pretrained run). "
                     f"Received: {cfg.init_from!r}")
-  if source is not None and source.method == "awt":  # its ticket: a per-weight top-k mask
-    if cfg.hydra_granularity != "weight":
-      raise UserError("Flag --hydra_granularity: expected 'weight' (an AWT run's mask is per "
-                      f"weight). Received: {cfg.hydra_granularity!r}")
-    if source.prune_ratio != cfg.prune_ratio:
-      raise UserError("Flag --prune_ratio: expected the AWT run's value, "
-                      f"{source.prune_ratio!r}. Received: {cfg.prune_ratio!r}")
-  elif source is not None:
-    for key in ("hydra_granularity", "prune_ratio"):
-      if getattr(source, key) != getattr(cfg, key):
-        raise UserError(f"Flag --{key}: expected the prune run's value, "
-                        f"{getattr(source, key)!r}. Received: {getattr(cfg, key)!r}")
+  keys = (("prune_ratio",) if ticket == "weight_mask"
+          else ("hydra_granularity", "prune_ratio") if source is not None else ())
+  if ticket == "weight_mask" and cfg.hydra_granularity != "weight":
+    raise UserError(f"Flag --hydra_granularity: expected 'weight' (an {label} run's mask is "
+                    f"per weight). Received: {cfg.hydra_granularity!r}")
+  for key in keys:
+    if getattr(source, key) != getattr(cfg, key):
+      raise UserError(f"Flag --{key}: expected the {label} run's value, "
+                      f"{getattr(source, key)!r}. Received: {getattr(cfg, key)!r}")
 
 
 def after_init(net, cfg):
@@ -182,28 +184,76 @@ def after_init(net, cfg):
     init_scores(net)
 
 
-def weight_efficiency(net):
-  """The table's Memory / Flops / Sparsity of unstructured pruning, from the zeroed weights.
+def row_settings(cfg):
+  """What a HYDRA row's name needs from its run config (eval.json's `hydra`)."""
+  source = init_run_config(cfg.init_from) if cfg.init_from else None
+  return dict(stage=cfg.hydra_stage, scores=cfg.hydra_scores,
+              granularity=cfg.hydra_granularity, objective=cfg.hydra_objective,
+              prune_ratio=cfg.prune_ratio, source_method=source.method if source else None)
 
-  Sparsity: pruned kernel entries / all kernel entries of the pruned (conv and dense) layers,
-  HYDRA's pruning ratio. Memory %: non-zero parameters / all parameters (biases and batch norm
-  included, the scores excluded). Flops: multiply-adds of the dense kernels / those of the
-  non-zero entries (a kernel entry costs one per output position). Returns None for a net
-  without unstructured HYDRA layers.
-  """
-  net = getattr(net, "net", net)  # through a wrapper such as anp.sap.SapNet
-  layers = subnet_layers(net)
-  if not layers:
-    return None
-  kernels = [kernel_of(layer).numpy() for layer in layers]
-  total = sum(k.size for k in kernels)
-  nonzero = sum(int(np.count_nonzero(k)) for k in kernels)
-  macs = sum(k.size * layer.positions for k, layer in zip(kernels, layers))
-  sparse_macs = sum(int(np.count_nonzero(k)) * layer.positions
-                    for k, layer in zip(kernels, layers))
-  excluded = {id(v) for v in net.mask_variables} | {id(layer.kernel) for layer in layers}
-  other = sum(int(np.prod(v.shape)) for v in net.weights if id(v) not in excluded)
-  return dict(sparsity=1.0 - nonzero / total,
-              memory_pct=100.0 * (nonzero + other) / (total + other),
-              flops_ratio=macs / max(sparse_macs, 1),
-              weights_kept=nonzero, weights_total=total)
+
+def row_name(settings):
+  """'HYDRA', 'LWM' (magnitude scores) or the ticket_label of the run finetuned when its
+  ticket decided the mask: magnitude pruning ('ADMM') or a per-weight mask finetuned with
+  learned scores ('AWT'); e.g. 'HYDRA 90% channels (prune stage)', 'AWT 90%'."""
+  from anp import methods
+  name = "LWM" if settings["scores"] == "magnitude" else "HYDRA"
+  # `after_admm`: the eval.json files written before `source_method` (ADMM runs).
+  source = methods.find(settings.get("source_method") or (
+      "admm" if settings.get("after_admm") else None))
+  if source is not None and (source.ticket == "magnitude" or (
+      source.ticket == "weight_mask" and settings["scores"] == "learned")):
+    name = source.ticket_label
+  name += f" {100 * settings['prune_ratio']:g}%"
+  if settings["granularity"] == "channel":
+    name += " channels"
+  if settings["stage"] == "prune":
+    name += " (prune stage)"
+  return name
+
+
+class Hydra(Method):
+  """HYDRA's prune or finetune stage (--hydra_stage), LWM with --hydra_scores=magnitude."""
+
+  name, title = "hydra", "HYDRA"
+  run_keys = ("hydra_stage", "hydra_scores", "hydra_granularity", "hydra_objective",
+              "prune_ratio", "hydra_optimizer", "hydra_lr")
+  adv_weight_decay = 0.0  # the ADMM code's Adam retraining (--hydra_objective=adv)
+  ticket, ticket_label = "scores", "prune"
+
+  def resolve(self, cfg):
+    if cfg.hydra_lr is None:
+      cfg.hydra_lr = (1e-3 if cfg.hydra_optimizer == "adam"
+                      else 0.1 if cfg.hydra_stage == "prune" else 0.01)
+
+  def validate(self, cfg, need):
+    need(not (cfg.hydra_scores == "magnitude" and cfg.hydra_stage == "prune"),
+         "hydra_scores", "'learned' with --hydra_stage=prune (magnitude scores are never "
+         "trained: LWM is --hydra_stage=finetune --hydra_scores=magnitude)", cfg.hydra_scores)
+
+  def data_term(self, cfg):
+    return "mixed" if cfg.hydra_objective == "at" else cfg.hydra_objective
+
+  def net_options(self, cfg):
+    return dict(masked=False, hydra=cfg.hydra_granularity, prune_ratio=cfg.prune_ratio)
+
+  def check_init_from(self, cfg, prefix):
+    check_init_from(cfg, prefix)
+
+  def make_trainer(self, net, cfg, n_train, total_steps, wrap):
+    """One optimizer over the stage's variables (`stage_variables`)."""
+    from anp.config import architecture
+    from anp.runs import LR_DECAY_POINTS
+    trained = (stage_variables(net, cfg.hydra_stage), [])
+    weight_opt = wrap(optimizer(cfg, total_steps, LR_DECAY_POINTS[architecture(cfg.dataset)]))
+    weight_opt.build(trained[0])
+    return self.compile_trainer(net, cfg, n_train, weight_opt, trained_variables=trained)
+
+  def start(self, trainer, cfg):
+    after_init(trainer.net, cfg)
+
+  def row_settings(self, cfg):
+    return row_settings(cfg)
+
+  def row_name(self, result):
+    return row_name(result["hydra"]) if result.get("hydra") else self.title

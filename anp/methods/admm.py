@@ -1,4 +1,4 @@
-"""Robustness-aware ADMM pruning maths (Ye et al., "Adversarial Robustness vs. Model
+"""--method=admm: robustness-aware ADMM pruning (Ye et al., "Adversarial Robustness vs. Model
 Compression, or Both?", ICCV 2019, arXiv 1903.12561).
 
 Scaled-form ADMM for min f_adv(W) s.t. card(W_l) <= k_l, per prunable kernel W_l:
@@ -17,6 +17,8 @@ pruning and masked retraining is HYDRA's finetune stage with magnitude scores
 --init_from=<admm run>`, same --prune_ratio): per-layer top-k of |W| = the Z projection.
 """
 import tensorflow as tf
+
+from anp.methods.base import Method
 
 
 def project(w, keep):
@@ -106,3 +108,42 @@ def end_of_epoch(state, epoch, every):
   if epoch % every == 0:
     state.update()
   return record
+
+
+# Epochs between Z/U updates: the ADMM code's MNIST config (40 ADMM epochs, every 4), and 20
+# on CIFAR.
+ADMM_EVERY = {"mnist": 4, "fashion_mnist": 4, "cifar10": 20, "cifar100": 20}
+
+
+class ADMM(Method):
+  """The ADMM stage: the data term of --admm_loss plus `ADMMState.penalty`, Z and U updated
+  every --admm_every epochs, rho, Z and U checkpointed with the run."""
+
+  name, title = "admm", "ADMM (before hard pruning)"
+  run_keys = ("prune_ratio", "admm_rho", "admm_every", "admm_loss")
+  legacy = dict(admm_loss="mixed")  # runs saved before --admm_loss used the mixed loss
+  adv_weight_decay = 1e-6  # the ADMM code's SGD weight decay of the ADMM stage
+  ticket, ticket_label = "magnitude", "ADMM"
+
+  def resolve(self, cfg):
+    if cfg.admm_every is None:
+      cfg.admm_every = ADMM_EVERY[cfg.dataset]
+
+  def data_term(self, cfg):
+    return cfg.admm_loss
+
+  def make_trainer(self, net, cfg, n_train, total_steps, wrap, **kwargs):
+    state = ADMMState(kernels(net), cfg.prune_ratio, cfg.admm_rho)
+    trainer = super().make_trainer(net, cfg, n_train, total_steps, wrap,
+                                   regularizer=state.penalty, **kwargs)
+    trainer.admm = state
+    return trainer
+
+  def start(self, trainer, cfg):
+    trainer.admm.reset()  # Z from the starting weights
+
+  def checkpoint_objects(self, trainer):
+    return dict(admm=trainer.admm.checkpoint())
+
+  def end_of_epoch(self, trainer, cfg, epoch):
+    return end_of_epoch(trainer.admm, epoch, cfg.admm_every)

@@ -1,53 +1,26 @@
-"""Adv-BNN (Liu et al., ICLR 2019): the attack it trains on and its ensemble prediction.
+"""Adv-BNN (Liu et al., ICLR 2019), --method=at_bnn: its ensemble prediction and the method.
 
-The network is a `MaskedNet` built with Bayesian layers (`anp.bayesian`): each call draws one
+The network is a `MaskedNet` built with Bayesian layers (`models.bayesian`): each call draws one
 weight sample per layer. Adv-BNN trains it on L-inf PGD examples crafted on the stochastic
-network, a new weight sample at every PGD step (`sampled_pgd`), and predicts with the mean of
-the softmax over several weight samples (`ensemble_logits`, `BnnEnsemble`; the authors'
+network, a new weight sample at every PGD step (`attacks.sampled_pgd`), and predicts with the
+mean of the softmax over several weight samples (`ensemble_logits`, `BnnEnsemble`; the authors'
 `ensemble_inference`). Because every prediction is random, its white-box evaluation attacks
 with expectation over transformation (EOT, Athalye et al. 2018): `--mode=eval` averages
 BNN_EOT_SAMPLES gradients per step unless --eot_samples says otherwise.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from attacks import common
+from anp import efficiency
+from anp.errors import UserError
+from anp.methods.base import Method
 
-
-def sampled_pgd(model_fn, x, y, eps, step_size, steps, *, seed=None, clip_min=0.0,
-                clip_max=1.0):
-  """L-inf PGD on the cross-entropy of a stochastic network, one weight sample per step.
-
-  Args:
-    model_fn: `model_fn(x, seed=None) -> logits [B, n_classes]`, one weight sample per call,
-      stateless from a shape-[2] `seed`.
-    x: inputs [B, ...]; y: integer labels [B].
-    eps, step_size, steps (a Python int), clip_min, clip_max: as `attacks.pgd`.
-    seed: optional int (scalar tensor): the random start (as `attacks.pgd` with that seed) and
-      step i's weight sample (seed (seed, i + 1)) become pure functions of it; without it,
-      fresh samples.
-  Returns:
-    x_adv like x, within eps of x and within the box.
-  """
-  x, y, steps, _, loss_fn = common.check_attack_args(
-      x, y, steps, 1, clip_min, clip_max, "ce", python_int=True, eps=eps, step_size=step_size)
-  eps = tf.cast(eps, x.dtype)
-  project = common.linf_projector(x, eps, clip_min, clip_max)
-  x_adv = project(x + common.random_uniform(tf.shape(x), -eps, eps, x.dtype, seed))
-
-  def body(i, x_adv):
-    step_seed = None if seed is None else tf.stack(
-        [tf.cast(seed, tf.int64), tf.cast(i, tf.int64) + 1])
-    with tf.GradientTape() as tape:
-      tape.watch(x_adv)
-      loss = tf.reduce_sum(loss_fn(tf.cast(model_fn(x_adv, seed=step_seed), tf.float32), y))
-    grad = tape.gradient(loss, x_adv)
-    return i + 1, project(x_adv + tf.cast(step_size, x.dtype) * tf.sign(grad))
-
-  _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
-  return tf.stop_gradient(x_adv)
+# Prior N(0, sigma_0^2) and initial posterior sigma of every weight (the authors' CIFAR-10
+# script: sigma_0 = init_s = 0.05; no MNIST setting was published), KL weight alpha = 1 (their
+# --alpha default, our --beta); EOT samples of its --mode=eval attacks.
+BNN_DEFAULTS = dict(bnn_prior_sigma=0.05, bnn_init_sigma=0.05, beta=1.0)
+BNN_EOT_SAMPLES = 10
 
 
 def ensemble_logits(net, x, samples, return_features=False, **kwargs):
@@ -120,8 +93,48 @@ class EnsembleLogits(keras.layers.Layer):
 
 def parameter_counts(net):
   """{'mean': parameters of the mean network, 'total': with the log-sigmas (about 2x)}."""
-  total = int(sum(np.prod(v.shape) for v in net.weights))
-  sigmas = int(sum(np.prod(v.shape) for layer in net.bayes_layers
-                   for v in layer.log_sigma_variables))
+  total = efficiency.count_params(net.weights)
+  sigmas = efficiency.count_params([v for layer in net.bayes_layers
+                                    for v in layer.log_sigma_variables])
   return dict(mean=total - sigmas, total=total)
 
+
+class AdvBNN(Method):
+  """Adversarial training of a mean-field Gaussian network: CE(x_adv) on `sampled_pgd`
+  examples plus alpha KL(q || p) / N (`anp.objectives.SampledCE`, alpha = --beta)."""
+
+  name, title = "at_bnn", "Adv-BNN"
+  deterministic = False
+
+  def resolve(self, cfg):
+    for key, value in BNN_DEFAULTS.items():
+      if getattr(cfg, key) is None:
+        setattr(cfg, key, value)
+
+  def data_term(self, cfg):
+    del cfg
+    return "sampled"
+
+  def net_options(self, cfg):
+    return dict(masked=False, bayes=(cfg.bnn_prior_sigma, cfg.bnn_init_sigma))
+
+  def check_export(self, mode):
+    if mode == "prune":
+      raise UserError("Flag --mode=prune: an Adv-BNN run (--method=at_bnn) has no masks and "
+                      "no pruned units; use --mode=export.")
+
+  def evaluation_defaults(self, cfg):
+    # Stochastic by design: EOT unless told otherwise.
+    return dict(eot_samples=BNN_EOT_SAMPLES) if cfg.eot_samples is None else {}
+
+  def inference_net(self, net, cfg, kind):
+    if kind == "saved_model":  # an export holds its own ensemble
+      return net, None
+    return (BnnEnsemble(net, cfg.bnn_ensemble),
+            dict(ensemble=cfg.bnn_ensemble, parameters=parameter_counts(net)))
+
+  def serving_net(self, net, cfg, serving_cfg):
+    serving_cfg.bnn_ensemble = cfg.bnn_ensemble
+    print(f"Adv-BNN: the SavedModel draws {cfg.bnn_ensemble} weight samples per call and "
+          "serves their mean softmax (logits = its log); every call is random.")
+    return EnsembleLogits(net, cfg.bnn_ensemble)
