@@ -60,16 +60,16 @@ def _import_tensorflow_quietly():
 def run(cfg, arrays=None):
   """Runs one mode of a Config; `arrays` overrides data loading (tests)."""
   if cfg.mode == "train":
-    from anp.train import run_train
+    from anp.training.train import run_train
     return run_train(cfg, arrays)
   if cfg.mode == "eval":
-    from anp.evaluate import run_eval
+    from anp.evaluation.evaluate import run_eval
     return run_eval(cfg, arrays)
   if cfg.mode in ("prune", "export"):
-    from anp.export import run_export
+    from anp.deploy.export import run_export
     return run_export(cfg, arrays)
   if cfg.mode == "report":
-    from anp.report import run_report
+    from anp.evaluation.report import run_report
     return run_report(cfg)
   if cfg.mode == "quickstart":
     from anp.quickstart import run_quickstart

@@ -16,7 +16,7 @@ from models.initializers import BIAS_INITS
 DATASETS = {"mnist": "lenet", "fashion_mnist": "lenet", "cifar10": "vgg", "cifar100": "vgg"}
 PREPROCESS = ("pixel", "original")
 DEFENSES = ("none", "sap")
-SAP_GRADIENTS = ("full", "stopped")  # --sap_gradient (anp/sap.py)
+SAP_GRADIENTS = ("full", "stopped")  # --sap_gradient (anp/evaluation/sap.py)
 ATTACK_DTYPES = ("float32", "bfloat16")
 HYDRA_STAGES = ("prune", "finetune")
 HYDRA_SCORES = ("learned", "magnitude")
@@ -118,7 +118,7 @@ class Config:
   defense: str = "none"
   sap_frac: float = 1.0
   sap_gradient: str = "full"
-  # Devices (anp.distribute): not part of a run's identity, so a run may resume on others.
+  # Devices (anp.training.distribute): not part of a run's identity, so a run may resume on others.
   strategy: str = "default"
   cpu_replicas: int = 2
   mixed_precision: bool = False
@@ -161,7 +161,7 @@ class Config:
          self.preprocess)
     need(self.bias_init in BIAS_INITS, "bias_init", "one of " + ", ".join(BIAS_INITS),
          self.bias_init)
-    from anp.attack_specs import ATTACKS  # late import: attacks pull in TF
+    from anp.evaluation.attack_specs import ATTACKS  # late import: attacks pull in TF
     names = self.attack.split(",")
     need(all(n in ATTACKS + ("strongest",) for n in names) and len(set(names)) == len(names),
          "attack", "one or more (comma-separated, distinct) of strongest, " + ", ".join(ATTACKS),

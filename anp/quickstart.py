@@ -16,10 +16,10 @@ DEFAULT_ROOT = os.path.join("runs", "quickstart")
 def run_quickstart(cfg):
   """Runs the steps above; `cfg` gives data_dir, seed, and optionally a shorter schedule
   (steps_per_epoch, eval_examples, train_attack_steps, attack_steps). Returns the report dict."""
-  from anp.evaluate import run_eval
-  from anp.export import run_export
-  from anp.report import run_report
-  from anp.train import run_train
+  from anp.evaluation.evaluate import run_eval
+  from anp.deploy.export import run_export
+  from anp.evaluation.report import run_report
+  from anp.training.train import run_train
   root = DEFAULT_ROOT if cfg.model_dir == Config.model_dir else cfg.model_dir
   dirs = {k: os.path.join(root, k) for k in ("standard", "anp_vs", "export", "report")}
   common = dict(dataset="mnist", data_dir=cfg.data_dir, seed=cfg.seed,

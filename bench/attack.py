@@ -7,7 +7,7 @@
 
 Prints one JSON object per (model, attack, sparsity, compact): model, attack, steps, batch,
 images_per_s, ms_per_batch, reps, device. The timed function is the evaluation step of
---mode=eval (`anp.eval_net.make_eval_step`: the attack loop, then the clean and adversarial
+--mode=eval (`anp.evaluation.eval_net.make_eval_step`: the attack loop, then the clean and adversarial
 passes with their latent features), compiled once as a tf.function, on a randomly initialised
 masked LeNet5 (MNIST shapes) or VGG-16 (CIFAR-10 shapes) fed random images, with `sparsity`
 of the units of every mask site pruned at random; `compact` crafts the attack on
@@ -31,12 +31,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from anp import distribute  # noqa: E402
-from anp.attack_specs import AttackSpec, make_attack  # noqa: E402
+from anp.training import distribute  # noqa: E402
+from anp.evaluation.attack_specs import AttackSpec, make_attack  # noqa: E402
 from anp.config import Config  # noqa: E402
 from anp.data import dataset_info  # noqa: E402
-from anp.eval_net import STEP_AXES, make_eval_step  # noqa: E402
-from anp.runs import build_net  # noqa: E402
+from anp.evaluation.eval_net import STEP_AXES, make_eval_step  # noqa: E402
+from anp.runs.rundir import build_net  # noqa: E402
 from bench.common import (  # noqa: E402
     define_strategy_flags, device, prune_at_random, strategy_from_flags)
 

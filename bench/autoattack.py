@@ -28,7 +28,7 @@ from absl import app, flags  # noqa: E402
 import attacks  # noqa: E402
 from anp import data  # noqa: E402
 from anp.config import Config  # noqa: E402
-from anp.loading import load_model  # noqa: E402
+from anp.runs.loading import load_model  # noqa: E402
 from attacks.autoattack import on_still_robust, stages  # noqa: E402
 from bench.common import device  # noqa: E402
 

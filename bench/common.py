@@ -21,7 +21,7 @@ def define_strategy_flags(flags, runs_as):
 
 def strategy_from_flags(flags):
   """The cpu_split strategy, or None (one device); call before any TF work."""
-  from anp import distribute  # pylint: disable=g-import-not-at-top
+  from anp.training import distribute  # pylint: disable=g-import-not-at-top
   if flags.strategy != "cpu_split":
     return None
   return distribute.cpu_split_strategy(flags.cpu_replicas)

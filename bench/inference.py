@@ -24,10 +24,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from anp.efficiency import forward_flops  # noqa: E402
-from anp.compact import compact_model  # noqa: E402
-from anp.export import inference_model, save_for_serving  # noqa: E402
-from anp.runs import load_run  # noqa: E402
+from anp.deploy.efficiency import forward_flops  # noqa: E402
+from anp.deploy.compact import compact_model  # noqa: E402
+from anp.deploy.export import inference_model, save_for_serving  # noqa: E402
+from anp.runs.rundir import load_run  # noqa: E402
 from bench.common import op_times, prune_at_random  # noqa: E402
 from models.lenet import LeNet5  # noqa: E402
 from models.vgg import VGG  # noqa: E402

@@ -22,8 +22,8 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from anp.config import Config  # noqa: E402
-from anp.runs import build_net  # noqa: E402
-from anp.train import make_trainer  # noqa: E402
+from anp.runs.rundir import build_net  # noqa: E402
+from anp.training.train import make_trainer  # noqa: E402
 from bench.common import op_times, prune_at_random  # noqa: E402
 
 flags.DEFINE_float("sparsity", 0.0, "Fraction of units pruned at random per mask site.")

@@ -15,7 +15,7 @@ Sparsity: the fraction of units of every mask site pruned at random (`bench.comm
 gradients), `false` through the masked layers as before.
 
 --strategy=cpu_split times the step as `main.py --strategy=cpu_split` runs it (the CPU as
---cpu_replicas single-threaded logical devices under MirroredStrategy, `anp.distribute`); run
+--cpu_replicas single-threaded logical devices under MirroredStrategy, `anp.training.distribute`); run
 it in its own process (the CPU is configured before TF starts). --train_attack_dtype=bfloat16
 times the step with the training attack in bfloat16 (`main.py --train_attack_dtype`).
 
@@ -38,12 +38,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from anp import distribute  # noqa: E402
+from anp.training import distribute  # noqa: E402
 from anp.config import Config  # noqa: E402
 from anp.data import dataset_info  # noqa: E402
-from anp.efficiency import forward_flops  # noqa: E402
-from anp.runs import build_net, restore_net  # noqa: E402
-from anp.train import make_trainer  # noqa: E402
+from anp.deploy.efficiency import forward_flops  # noqa: E402
+from anp.runs.rundir import build_net, restore_net  # noqa: E402
+from anp.training.train import make_trainer  # noqa: E402
 from bench.common import (  # noqa: E402
     define_strategy_flags, device, peak_gflops, prune_at_random, strategy_from_flags)
 

@@ -22,7 +22,7 @@ class MaskedNet(keras.Model):
   `(logits, features)` where `features` is the list of latent feature maps whose
   distortion under attack defines the vulnerability (Madaan et al. 2020, Sec. 3).
 
-  `activation_hook` (a function h -> h', e.g. `anp.sap.sap`) is applied to every latent
+  `activation_hook` (a function h -> h', e.g. `anp.evaluation.sap.sap`) is applied to every latent
   activation, the features included. `seed` (shape-[2] integers, training only) makes the
   training masks and dropout a pure function of the seed, which exact resume of a run needs;
   without it they are fresh samples.

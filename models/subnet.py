@@ -10,7 +10,7 @@ edge-popup). Two granularities here:
   of the kernel; the top-k is taken over each layer's kernel.
 * `TopKMask` (structured): a score per unit of a mask site (a conv channel or a dense input,
   the sites of the beta-Bernoulli masks), multiplying the site's activations by 0/1, so that
-  `anp.compact.compact_model` removes the pruned units physically.
+  `anp.deploy.compact.compact_model` removes the pruned units physically.
 
 Convention: `prune_ratio` is the fraction of entries *removed* per layer; HYDRA's own `k` is the
 fraction kept (k = 1 - prune_ratio). A layer of n entries keeps n - floor(prune_ratio * n),
@@ -71,7 +71,7 @@ _FIXED = {}
 
 def hydra_layers(net):
   """The layers of `net` holding HYDRA scores (Subnet layers and TopKMask sites)."""
-  net = getattr(net, "net", net)  # through a wrapper such as anp.sap.SapNet
+  net = getattr(net, "net", net)  # through a wrapper such as anp.evaluation.sap.SapNet
   if not hasattr(net, "_flatten_layers"):
     return []
   return [l for l in net._flatten_layers(include_self=False)

@@ -5,7 +5,7 @@
       [--square_queries=5000] [--p_init=0.8] [--square_rescale_schedule] [--seed=0] \
       [--out_dir=results/mnist/art_check]
 
-Per run directory (loaded as --mode=eval loads it, `anp.loading.load_model`), on the first
+Per run directory (loaded as --mode=eval loads it, `anp.runs.loading.load_model`), on the first
 --examples test images (float [0, 1] NHWC, as `anp.data.make_dataset` feeds --mode=eval), at
 L-inf radius --eps in the box [0, 1], it runs three attacks twice:
 
@@ -61,9 +61,9 @@ from absl import app, flags  # noqa: E402
 
 import attacks  # noqa: E402
 from anp import data  # noqa: E402
-from anp.attack_specs import clip_range  # noqa: E402
+from anp.evaluation.attack_specs import clip_range  # noqa: E402
 from anp.config import Config  # noqa: E402
-from anp.loading import load_model  # noqa: E402
+from anp.runs.loading import load_model  # noqa: E402
 
 FLAGS = flags.FLAGS
 

@@ -3,7 +3,7 @@
   python results/chunks.py results/mnist/at [--gap_min=10] [--markdown]
 
 timing.jsonl has one line per epoch, or per part of an epoch when a run resumed within it
-(`anp/train.py`). Lines follow one another within a chunk; a new chunk starts when a line
+(`anp/training/train.py`). Lines follow one another within a chunk; a new chunk starts when a line
 began more than `--gap_min` minutes after the previous one ended, or on another machine.
 Per chunk: its epochs, when it started, its wall minutes, and the seconds of its whole
 epochs (parts of an epoch left out), fastest and slowest.
@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 
 
 def chunks(lines, gap_min=10.0):
-  """Groups timing lines (dicts of anp/train.py's timing.jsonl) into chunks (dicts)."""
+  """Groups timing lines (dicts of anp/training/train.py's timing.jsonl) into chunks (dicts)."""
   if not lines:
     return []
   full_epoch = max(line["steps"] for line in lines)

@@ -1,5 +1,5 @@
 """Which LeNet5-Caffe unit counts give a row's Memory / Flops at its Sparsity, with the
-original's formulas (anp.efficiency)? Prints the closest counts, a JSON line each.
+original's formulas (anp.deploy.efficiency)? Prints the closest counts, a JSON line each.
 
   python results/paper_units.py --sparsity=83.48 --memory=4.14 --flops=9.68   # paper's BP
   python results/paper_units.py --sparsity=84.16 --memory=6.81 --flops=10.57  # paper's ANP-VS
@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from anp.efficiency import lenet_flops, lenet_memory  # pylint: disable=g-import-not-at-top
+from anp.deploy.efficiency import lenet_flops, lenet_memory  # pylint: disable=g-import-not-at-top
 from models.lenet import LeNet5  # pylint: disable=g-import-not-at-top
 
 FULL = LeNet5.unit_counts

@@ -43,7 +43,7 @@ def interrupted_and_resumed(run, straight, split, monkeypatch):
   asserts that every checkpoint tensor of the two runs is equal; the names are returned too."""
   import pytest
   import tensorflow as tf
-  from anp import train
+  from anp.training import train
   log = run(straight)
   update = train.Progress.update
 

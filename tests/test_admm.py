@@ -67,7 +67,7 @@ def test_reset_and_the_epoch_hook_update_only_every_k_epochs():
 
 def test_kernels_are_every_conv_and_dense_kernel():
   from anp.config import Config
-  from anp.runs import build_net
+  from anp.runs.rundir import build_net
   for dataset, count in (("mnist", 4), ("cifar10", 15)):
     net = build_net(Config(dataset=dataset, method="admm").resolved())
     kernels = admm.kernels(net)
@@ -79,8 +79,8 @@ def test_kernels_are_every_conv_and_dense_kernel():
 def test_trainer_adds_the_regularizer_to_the_weights_loss():
   """Same weights, data and seeds: the logged loss grows by exactly the regularizer."""
   from anp.config import Config
-  from anp.runs import build_net
-  from anp.train import make_trainer
+  from anp.runs.rundir import build_net
+  from anp.training.train import make_trainer
   cfg = Config(dataset="mnist", method="admm", train_attack_steps=2).resolved()
   x = tf.random.stateless_uniform([8, 28, 28, 1], [1, 2])
   y = tf.constant([0, 1, 2, 3, 4, 5, 6, 7])
@@ -99,8 +99,8 @@ def test_trainer_adds_the_regularizer_to_the_weights_loss():
 
 def _one_step_stats(cfg):
   """The logged loss, ce_clean and ce_adv of one train step without the ADMM penalty."""
-  from anp.runs import build_net
-  from anp.train import make_trainer
+  from anp.runs.rundir import build_net
+  from anp.training.train import make_trainer
   keras.utils.set_random_seed(0)
   trainer = make_trainer(build_net(cfg), cfg, n_train=60000, total_steps=100)
   trainer.regularizer = None
@@ -112,7 +112,7 @@ def _one_step_stats(cfg):
 def test_admm_minimises_the_adversarial_ce_by_default_as_the_authors():
   """adv_main.py: CE(x_adv) + the ADMM penalty, PGD-40 at eps 0.3 on MNIST; SGD decay 1e-6."""
   from anp.config import Config
-  from anp.objectives import AdvCE
+  from anp.training.objectives import AdvCE
   cfg = Config(dataset="mnist", method="admm").resolved()
   assert (cfg.admm_loss, cfg.train_attack_steps, cfg.eps, cfg.admm_every) == ("adv", 40, 0.3, 4)
   assert cfg.weight_decay == 1e-6
@@ -165,7 +165,7 @@ def test_admm_run_checkpoints_its_state_resumes_and_retrains_as_a_hydra_finetune
   import main
   from anp.config import Config
   from anp.errors import UserError
-  from anp.runs import load_run
+  from anp.runs.rundir import load_run
   from models.subnet import kernel_of, n_kept, subnet_layers
   run = str(tmp_path / "admm")
   common = dict(mode="train", dataset="mnist", data_dir=SHARED_DATA, steps_per_epoch=4,
@@ -196,6 +196,6 @@ def test_admm_run_checkpoints_its_state_resumes_and_retrains_as_a_hydra_finetune
     np.testing.assert_array_equal(kept, admm.project(w, int(kept.sum())).numpy() != 0)
   result = main.run(Config(mode="eval", model_dir=str(tmp_path / "ft"), data_dir=SHARED_DATA,
                            eval_examples=64, attack_steps=2))
-  from anp import tables
+  from anp.evaluation import tables
   assert tables.model_name(result) == "ADMM 90%"
   assert result["sparsity"] == pytest.approx(0.9, abs=1e-3)

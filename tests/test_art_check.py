@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("art")
 
 from anp.config import Config  # noqa: E402
-from anp.runs import build_net  # noqa: E402
+from anp.runs.rundir import build_net  # noqa: E402
 from tests.helpers import REPO, SHARED_DATA, have_real_data, results_script  # noqa: E402
 
 EPS = 0.3

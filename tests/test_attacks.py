@@ -531,8 +531,8 @@ class TradesTest(tf.test.TestCase):
     self.assertAllEqual(attacks.trades_pgd(model_fn, x, 0.3, 0.01, 0, start_std=0.0), x)
 
   def test_trades_loss_is_the_clean_cross_entropy_at_x_adv_equal_x(self):
-    from anp import losses as anp_losses
-    from anp.objectives import Trades
+    from anp.training import losses as anp_losses
+    from anp.training.objectives import Trades
     logits, y = tf.random.normal([8, 10]), tf.range(8)
     ce = anp_losses.cross_entropy(y, logits)
     loss, extra = Trades(beta=6.0).data_loss(y, logits, logits, ce, ce)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import attacks
-from anp import attack_specs, sanity
+from anp.evaluation import attack_specs, sanity
 from anp.config import Config
 from anp.errors import UserError
 from attacks import losses

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import tables
+from anp.evaluation import tables
 from anp.methods import awt
 from anp.config import Config
 from anp.errors import UserError
-from anp.runs import RunError, build_net, load_run
-from anp.train import make_trainer, run_train
+from anp.runs.rundir import RunError, build_net, load_run
+from anp.training.train import make_trainer, run_train
 from models.subnet import SubnetDense, kernel_of, n_kept, subnet_layers, topk_mask
 from tests.helpers import SHARED_DATA, have_real_data, interrupted_and_resumed, mnist_slice
 

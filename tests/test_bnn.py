@@ -11,13 +11,13 @@ import pytest
 import tensorflow as tf
 
 import attacks
-from anp import evaluate
+from anp.evaluation import evaluate
 from anp.config import RUN_KEYS, Config
 from anp.errors import UserError
 from anp.methods import bnn
 from anp.methods.bnn import BNN_EOT_SAMPLES
-from anp.runs import build_net
-from anp.train import make_trainer
+from anp.runs.rundir import build_net
+from anp.training.train import make_trainer
 from models.bayesian import BayesConv2D, BayesDense, gaussian_kl
 from tests.helpers import SHARED_DATA, have_real_data, mnist_slice
 
@@ -161,7 +161,7 @@ def test_ensemble_is_the_log_of_the_mean_softmax_and_averages_features():
 
 @needs_data
 def test_resume_mid_epoch_is_exact(tmp_path):
-  from anp.train import run_train
+  from anp.training.train import run_train
   arrays = mnist_slice()
   cfg = Config(mode="train", dataset="mnist", method="at_bnn", train_attack_steps=2, epochs=2,
                steps_per_epoch=3, val_examples=32, checkpoint_every=2,
@@ -190,8 +190,8 @@ def test_resume_mid_epoch_is_exact(tmp_path):
 
 @needs_data
 def test_main_train_eval_export_report(tmp_path):
-  from anp.export import load_saved_model, run_export
-  from anp.report import run_report
+  from anp.deploy.export import load_saved_model, run_export
+  from anp.evaluation.report import run_report
   from tests.test_train import run_main
   run = str(tmp_path / "run")
   out = run_main("--mode=train", "--method=at_bnn", "--dataset=mnist", "--epochs=1",
@@ -232,8 +232,8 @@ def test_main_train_eval_export_report(tmp_path):
 
 
 def test_bayesian_vgg_samples_every_conv_and_dense_layer_and_trains():
-  from anp.model import AdversarialTrainer, adam
-  from anp.objectives import SampledCE
+  from anp.training.model import AdversarialTrainer, adam
+  from anp.training.objectives import SampledCE
   from models.vgg import VGG
   keras.utils.set_random_seed(0)
   net = VGG(10, masked=False, bayes=(0.05, 0.05), config=((8, 0.3), (8, "M")))

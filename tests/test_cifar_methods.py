@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import tables
+from anp.evaluation import tables
 from anp.config import Config
 from tests.helpers import SHARED_DATA, real_slice
 

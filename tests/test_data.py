@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from anp import data, raw_files
+from anp import data
+from anp.data import pipeline, raw_files
 from anp.data import DataError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -380,7 +381,7 @@ class RealTfdsImportTest(tf.test.TestCase):
     with mock.patch.object(manager, "download", stop), \
         mock.patch.object(manager, "download_and_extract", stop), \
         self.assertRaises(Reached):
-      data._load_tfds("mnist", _tmpdir(self))
+      pipeline._load_tfds("mnist", _tmpdir(self))
 
 
 class RealDataTest(tf.test.TestCase):

@@ -1,4 +1,4 @@
-"""tf.distribute (anp.distribute): one device vs two replicas, a two-process multi-worker run
+"""tf.distribute (anp.training.distribute): one device vs two replicas, a two-process multi-worker run
 on localhost, mixed precision, the flags' errors."""
 
 import json
@@ -15,11 +15,11 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from anp import distribute
+from anp.training import distribute
 from anp.config import Config
 from anp.errors import UserError
-from anp.runs import build_net
-from anp.train import make_trainer
+from anp.runs.rundir import build_net
+from anp.training.train import make_trainer
 from models import replica_rows
 from tests.helpers import REPO, SHARED_DATA, have_real_data
 

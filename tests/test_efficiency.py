@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import efficiency
+from anp.deploy import efficiency
 from models.lenet import LeNet5
 from tests.helpers import results_script
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import attack_specs, eval_net, evaluate, sanity, sap, tables
+from anp.evaluation import attack_specs, eval_net, evaluate, sanity, sap, tables
 from anp.config import Config
 from anp.errors import UserError
-from anp.runs import load_run
+from anp.runs.rundir import load_run
 from tests.helpers import SHARED_DATA, have_real_data, mnist_slice
 
 pytestmark = pytest.mark.skipif(not have_real_data(),
@@ -25,7 +25,7 @@ ATTACK = dict(eps=0.1, step_size=0.01, attack_steps=20, square_queries=200)
 
 
 def train_run(model_dir, seed, steps):
-  from anp.train import run_train
+  from anp.training.train import run_train
   run_train(Config(mode="train", dataset="mnist", method="standard", epochs=1,
                    steps_per_epoch=steps, val_examples=0, seed=seed,
                    model_dir=str(model_dir)), mnist_slice())
@@ -104,7 +104,7 @@ def test_eval_writes_paper_table_blackbox_and_sanity(runs, tmp_path):
   assert cells[3] == "n/a"  # no AutoAttack in this evaluation
   assert (cells[8], cells[9]) == ("100.00", "1.00")
 
-  from anp.report import run_report
+  from anp.evaluation.report import run_report
   out = run_report(Config(mode="report", runs=runs["target"], report_dir=str(tmp_path)))
   assert lines[2] in open(out["report"]).read()
 
@@ -252,7 +252,7 @@ def test_sap_defense_is_random_and_named(runs):
 
 
 def test_sap_export_serves_a_new_sample_per_call_and_evaluates_as_sap(runs, tmp_path):
-  from anp.export import load_saved_model, run_export
+  from anp.deploy.export import load_saved_model, run_export
   with pytest.raises(UserError, match="--defense=sap: expected --mode=export"):
     run_export(Config(mode="prune", model_dir=runs["target"], export_dir=str(tmp_path / "p"),
                       defense="sap"))

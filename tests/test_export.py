@@ -11,9 +11,9 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from anp.config import Config, run_config_path
-from anp.compact import compact_model
-from anp.efficiency import count_params
-from anp.export import save_for_serving
+from anp.deploy.compact import compact_model
+from anp.deploy.efficiency import count_params
+from anp.deploy.export import save_for_serving
 from models.lenet import LeNet5
 from models.vgg import VGG
 from tests.helpers import REPO, SHARED_DATA, have_real_data, mnist_slice

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import compact, efficiency, tables
+from anp.deploy import compact, efficiency
+from anp.evaluation import tables
 from anp.methods import hydra
 from anp.config import Config
 from anp.errors import UserError
-from anp.runs import build_net, load_run
-from anp.train import make_trainer, run_train
+from anp.runs.rundir import build_net, load_run
+from anp.training.train import make_trainer, run_train
 from models.subnet import (SubnetConv2D, SubnetDense, TopKMask, kernel_of, n_kept,
                            subnet_layers, topk_mask)
 from tests.helpers import SHARED_DATA, have_real_data, interrupted_and_resumed, mnist_slice

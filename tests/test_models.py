@@ -168,7 +168,7 @@ def test_vgg_checkpoint_holds_every_weight(tmp_path, method):
   """Every kernel, bias, BN statistic and mask of VGG-16 is in its checkpoint (the blocks'
   layers once were not: a CIFAR run could neither resume nor initialise another)."""
   from anp.config import Config
-  from anp.runs import build_net
+  from anp.runs.rundir import build_net
   net = build_net(Config(dataset="cifar10", method=method).resolved())
   prefix = tf.train.Checkpoint(net=net).write(str(tmp_path / "ckpt"))
   saved = {k for k, _ in tf.train.list_variables(prefix) if k.endswith("VARIABLE_VALUE")}

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 from numpy.lib.stride_tricks import sliding_window_view
 
-from anp import loading, original_ckpt
+from anp.runs import loading, original_ckpt
 from anp.config import Config
-from anp.runs import build_net
+from anp.runs.rundir import build_net
 from models.lenet import LeNet5
 from models.vgg import VGG
 
@@ -311,7 +311,7 @@ def test_source_scope_is_recognised(tmp_path):
 
 
 def test_eval_mode_on_an_original_checkpoint_directory(tmp_path):
-  from anp.evaluate import run_eval
+  from anp.evaluation.evaluate import run_eval
   from tests.helpers import have_real_data, mnist_slice
   if not have_real_data():
     pytest.skip("real MNIST not found")

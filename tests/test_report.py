@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from anp import report
+from anp.evaluation import report
 from anp.config import Config
 from anp.errors import UserError
 from tests.helpers import results_script

@@ -1,4 +1,4 @@
-"""SAP's gradient (anp/sap.py): the full gradient through p and the scales, the stopped one.
+"""SAP's gradient (anp/evaluation/sap.py): the full gradient through p and the scales, the stopped one.
 
 One sample of SAP is out_j = m_j h_j / (1 - (1 - p_j)^r), p = |h| / sum |h|, with the kept
 mask m fixed by the seed. The full gradient must be the derivative of that function of h
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anp import sap
+from anp.evaluation import sap
 from anp.config import Config
 from anp.errors import UserError
 from models.lenet import LeNet5
@@ -170,7 +170,7 @@ def test_sap_gradient_flag_and_config():
 
 @pytest.mark.parametrize("mode,differentiable", [("full", True), ("stopped", False)])
 def test_eval_wraps_the_net_with_the_flag_gradient(monkeypatch, mode, differentiable):
-  from anp import evaluate
+  from anp.evaluation import evaluate
 
   class Built(Exception):
     pass

@@ -13,8 +13,8 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from anp.config import Config
-from anp.runs import build_net
-from anp.train import make_trainer
+from anp.runs.rundir import build_net
+from anp.training.train import make_trainer
 from tests.helpers import REPO, SHARED_DATA, have_real_data, mnist_slice
 
 needs_data = unittest.skipUnless(have_real_data(), f"real MNIST not found in {SHARED_DATA}")
@@ -64,7 +64,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     cfg = Config(dataset="mnist", method="anp_vs", train_attack_steps=2).resolved()
     net = build_net(cfg)
     x = tf.random.uniform([8, 28, 28, 1])
-    from anp import losses
+    from anp.training import losses
     with tf.GradientTape() as tape:
       _, fc = net(x, training=True, return_features=True)
       _, fa = net(x + 0.1, training=True, return_features=True)
@@ -224,7 +224,7 @@ if __name__ == "__main__":
 def test_init_from_a_checkpoint_without_the_networks_weights_is_an_error(tmp_path):
   """A checkpoint sharing no weights with the network used to load nothing and train on from
   random weights; now it is a one-line error naming the flag."""
-  from anp.runs import RunError, build_net, restore_net
+  from anp.runs.rundir import RunError, build_net, restore_net
   unrelated = tf.train.Checkpoint(other=tf.Variable(tf.zeros([3])))
   prefix = unrelated.write(str(tmp_path / "unrelated" / "ckpt"))
   net = build_net(Config(method="anp_vs").resolved())
@@ -251,8 +251,8 @@ def test_init_from_a_checkpoint_without_the_networks_weights_is_an_error(tmp_pat
 def test_resume_drops_a_torn_last_log_line_and_refuses_a_damaged_log(tmp_path):
   """A kill while appending an epoch's record leaves half a line; the resumed run redoes that
   epoch and rewrites the log whole. A line that is not JSON before the last is damage."""
-  from anp.runs import RunError
-  from anp.train import run_train
+  from anp.runs.rundir import RunError
+  from anp.training.train import run_train
   run = str(tmp_path / "run")
   cfg = dict(method="standard", epochs=1, steps_per_epoch=2, batch_size=16, val_examples=0,
              model_dir=run)

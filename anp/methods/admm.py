@@ -8,7 +8,7 @@ Scaled-form ADMM for min f_adv(W) s.t. card(W_l) <= k_l, per prunable kernel W_l
 with rho multiplied by `rho_growth` (1.3) just before every Z/U update, from rho0 = 1e-3.
 
 `--method=admm` is the ADMM stage: CE(x_adv) on PGD-CE examples, as the authors' adv_main.py
-(`anp.objectives.AdvCE`; PGD-40 and weight decay 1e-6 by default on MNIST, their settings), or
+(`anp.training.objectives.AdvCE`; PGD-40 and weight decay 1e-6 by default on MNIST, their settings), or
 with --admm_loss=mixed the loss of `--method=at` (mixed with the clean CE by --adv_weight, no
 vulnerability term), plus `ADMMState.penalty` on every conv and dense kernel, Z and U updated
 every --admm_every epochs (`end_of_epoch`), the state kept in the run's checkpoints. Its hard

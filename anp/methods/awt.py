@@ -30,10 +30,10 @@ The ticket (mask, transferred theta) is then adversarially trained by HYDRA's fi
 import keras
 import tensorflow as tf
 
-from anp import losses
+from anp.training import losses
 from anp.methods.base import Method
-from anp.model import AdversarialTrainer, adam, replica_loss
-from anp.runs import build_net
+from anp.training.model import AdversarialTrainer, adam, replica_loss
+from anp.runs.rundir import build_net
 from models.subnet import fixed_masks, hydra_masks, kernel_of, subnet_layers
 
 # NTT's Adam learning rate of the transfer (LeNet-5 / MNIST demo), kept constant.

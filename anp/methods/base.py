@@ -1,6 +1,6 @@
 """`Method`: what every training method tells the rest of the project, with common defaults.
 
-The training loop (`anp.train`), configuration (`anp.config`), run directories (`anp.runs`),
+The training loop (`anp.training.train`), configuration (`anp.config`), run directories (`anp.runs.rundir`),
 evaluation, export and the tables ask a method object through these attributes and hooks and
 never compare its name. Hooks import TensorFlow inside their bodies, so that reading flags and
 validating a configuration does not load it.
@@ -57,16 +57,16 @@ class Method:
     """Refuses a --init_from (checkpoint `prefix`, or None) this method cannot start from."""
 
   def make_trainer(self, net, cfg, n_train, total_steps, wrap, **kwargs):
-    """The compiled trainer (`anp.model.AdversarialTrainer`) of a resolved config.
+    """The compiled trainer (`anp.training.model.AdversarialTrainer`) of a resolved config.
 
     `wrap` wraps each optimizer (a LossScaleOptimizer under mixed_float16); `kwargs` go to the
     trainer. Default: Adam on the weights at BASE_LR (unmasked methods) or, for masks, 0.1
     --init_lr on the weights and --init_lr on the mask parameters, with the original's
     staircase decay.
     """
-    from anp.model import adam, staircase
+    from anp.training.model import adam, staircase
     from anp.config import architecture
-    from anp.runs import LR_DECAY_POINTS
+    from anp.runs.rundir import LR_DECAY_POINTS
     decay = LR_DECAY_POINTS[architecture(cfg.dataset)]
     mask_opt = None
     if net.masks:
@@ -81,7 +81,7 @@ class Method:
   def compile_trainer(self, net, cfg, n_train, optimizer, mask_optimizer=None, **kwargs):
     """`AdversarialTrainer` with the config's attack, loss weights and this method's
     objective, compiled with `optimizer`; `kwargs` go to the trainer."""
-    from anp.model import AdversarialTrainer
+    from anp.training.model import AdversarialTrainer
     if self.masked and not net.masks:
       raise ValueError(f"Method {self.name!r} needs a network built with masked=True.")
     trainer = AdversarialTrainer(
@@ -142,8 +142,8 @@ BASE_LR = 1e-3
 
 
 def objective(term, cfg):
-  """The objective object (`anp.objectives`) of a data term; None: the trainer's MixedCE."""
-  from anp.objectives import AdvCE, SampledCE, Trades
+  """The objective object (`anp.training.objectives`) of a data term; None: the trainer's MixedCE."""
+  from anp.training.objectives import AdvCE, SampledCE, Trades
   if term == "trades":
     return Trades(cfg.trades_beta)
   if term == "adv":

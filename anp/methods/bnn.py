@@ -12,7 +12,7 @@ BNN_EOT_SAMPLES gradients per step unless --eot_samples says otherwise.
 import keras
 import tensorflow as tf
 
-from anp import efficiency
+from anp.deploy import efficiency
 from anp.errors import UserError
 from anp.methods.base import Method
 
@@ -101,7 +101,7 @@ def parameter_counts(net):
 
 class AdvBNN(Method):
   """Adversarial training of a mean-field Gaussian network: CE(x_adv) on `sampled_pgd`
-  examples plus alpha KL(q || p) / N (`anp.objectives.SampledCE`, alpha = --beta)."""
+  examples plus alpha KL(q || p) / N (`anp.training.objectives.SampledCE`, alpha = --beta)."""
 
   name, title = "at_bnn", "Adv-BNN"
   deterministic = False

@@ -36,7 +36,7 @@ import tensorflow as tf
 from anp.config import Config, run_config_path
 from anp.errors import UserError
 from anp.methods.base import Method
-from anp.model import adam, staircase
+from anp.training.model import adam, staircase
 from models.subnet import subnet_layers
 
 
@@ -243,7 +243,7 @@ class Hydra(Method):
   def make_trainer(self, net, cfg, n_train, total_steps, wrap):
     """One optimizer over the stage's variables (`stage_variables`)."""
     from anp.config import architecture
-    from anp.runs import LR_DECAY_POINTS
+    from anp.runs.rundir import LR_DECAY_POINTS
     trained = (stage_variables(net, cfg.hydra_stage), [])
     weight_opt = wrap(optimizer(cfg, total_steps, LR_DECAY_POINTS[architecture(cfg.dataset)]))
     weight_opt.build(trained[0])

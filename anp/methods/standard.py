@@ -7,7 +7,7 @@
             original's AT; 0 gives Madry et al.'s). From another run's weights (--init_from)
             it is the paper's 'Pretrained AT'.
   trades    TRADES (Zhang et al., ICML 2019): CE(x) + beta KL(f(x) || f(x_adv)) on examples
-            maximising the KL (`anp.objectives.Trades`, beta = --trades_beta).
+            maximising the KL (`anp.training.objectives.Trades`, beta = --trades_beta).
 """
 
 from anp.methods.base import Method

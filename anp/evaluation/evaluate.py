@@ -1,11 +1,11 @@
 """--mode=eval: the paper's table for one model, stronger attacks and gradient-masking checks.
 
 `run_eval` evaluates `--model_dir` (a training run, an original TF1 checkpoint or a SavedModel,
-`anp.loading`) on the test set and writes `eval.json` (fractions) and `eval.md`, the row of the
-original README's tables (`anp.tables`; printed in percent), into `--eval_dir` (default: the
+`anp.runs.loading`) on the test set and writes `eval.json` (fractions) and `eval.md`, the row of the
+original README's tables (`anp.evaluation.tables`; printed in percent), into `--eval_dir` (default: the
 model directory), each whole or not at all:
 
-* White box: `--attack` (`anp.attack_specs`) on the model; several attacks give the per-example
+* White box: `--attack` (`anp.evaluation.attack_specs`) on the model; several attacks give the per-example
   worst case (strongest: pgd, apgd-ce, apgd-dlr, cw and square; autoattack: its cascade, with
   the accuracy after each stage). Each batch's attacks and evaluation run in one tf.function
   (`make_eval_step`).
@@ -13,13 +13,13 @@ model directory), each whole or not at all:
   transferred; "n/a" without a source.
 * Vulnerability (Madaan et al. 2020, Eq. 2): mean |f(x) - f(x_adv)| over the units of each
   latent feature map, averaged over examples and layers; eval.json also keeps it per layer
-  and per unit of the last latent layer. Memory, Flops and Sparsity: `anp.efficiency`.
+  and per unit of the last latent layer. Memory, Flops and Sparsity: `anp.deploy.efficiency`.
 * A model whose inference is random needs `--eot_samples` > 1; with 1 the evaluation warns,
   in the printout and in eval.json. An Adv-BNN run (--method=at_bnn) predicts with the mean
   softmax of --bnn_ensemble weight samples (`anp.methods.bnn.BnnEnsemble`) and is attacked with
   its method's EOT samples (`anp.methods.bnn.BNN_EOT_SAMPLES`) unless --eot_samples is given.
   `--sanity_checks`: the gradient-masking checks of Carlini et al. (2019) on a subset
-  (`anp.sanity`).
+  (`anp.evaluation.sanity`).
 """
 
 import dataclasses
@@ -30,17 +30,19 @@ import sys
 import keras
 import tensorflow as tf
 
-from anp import data, distribute, efficiency, methods
+from anp import data, methods
+from anp.training import distribute
+from anp.deploy import efficiency
 from anp.atomic import write_whole
-from anp.attack_specs import AttackSpec, attack_specs, clip_range, make_attack
+from anp.evaluation.attack_specs import AttackSpec, attack_specs, clip_range, make_attack
 from anp.config import architecture, run_config_path
 from anp.errors import UserError
-from anp.eval_net import evaluate_net
-from anp.export import PRUNING_JSON
-from anp.loading import load_model
-from anp.sanity import SANITY_MAX_EXAMPLES, is_stochastic, sanity_checks
-from anp.sap import SapNet
-from anp.tables import (efficiency_columns, format_table, markdown_table,
+from anp.evaluation.eval_net import evaluate_net
+from anp.deploy.export import PRUNING_JSON
+from anp.runs.loading import load_model
+from anp.evaluation.sanity import SANITY_MAX_EXAMPLES, is_stochastic, sanity_checks
+from anp.evaluation.sap import SapNet
+from anp.evaluation.tables import (efficiency_columns, format_table, markdown_table,
                         table_cells, table_row)
 
 

@@ -9,7 +9,7 @@ reported as possible gradient masking.
 import numpy as np
 import tensorflow as tf
 
-from anp.attack_specs import EVAL_BATCH, make_attack
+from anp.evaluation.attack_specs import EVAL_BATCH, make_attack
 from attacks.common import predictions_correct
 from attacks.losses import cw_margin
 

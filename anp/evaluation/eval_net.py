@@ -5,15 +5,15 @@ Per example: clean and adversarial correctness (the worst case over several atta
 largest L-inf distance of any attack's example; summed over examples: the vulnerability
 (Madaan et al. 2020, Eq. 2: mean |f(x) - f(x_adv)| over the units of each latent feature map)
 of the first attack's examples (PGD-40 in the paper's table), per layer and per unit of one
-layer. `anp.evaluate` builds the paper's table from it.
+layer. `anp.evaluation.evaluate` builds the paper's table from it.
 """
 
 import numpy as np
 import tensorflow as tf
 
-from anp import distribute
+from anp.training import distribute
 from anp.errors import UserError
-from anp.progress import Progress
+from anp.training.progress import Progress
 from attacks.common import predictions_correct
 
 def _example_mean_abs(a, b):
@@ -140,7 +140,7 @@ def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_
   `attack`: `attack(model_fn, x, y) -> x_adv`, or a dict {name: attack} for the per-example
   worst case. With `source`, examples are crafted on `source` and transferred (black box);
   `compact`: see `make_eval_step`. With a tf.distribute `strategy` each batch is split over
-  its replicas and their per-example results gathered in order (`anp.distribute`).
+  its replicas and their per-example results gathered in order (`anp.training.distribute`).
   Returns a dict of fractions in [0, 1]: clean_acc, adv_acc, vulnerability (mean |f(x) -
   f(x_adv)| over units and examples, averaged over layers), layer_vulnerability,
   unit_vulnerability (per unit of feature layer `feature_layer`), per_attack, examples.

@@ -1,6 +1,6 @@
 """--mode=prune / --mode=export: SavedModels for TF Serving.
 
---mode=prune writes the compact model of a masked run (`anp.compact.compact_model`: pruned
+--mode=prune writes the compact model of a masked run (`anp.deploy.compact.compact_model`: pruned
 units removed, logits equal to the masked network's) with `pruning.json` (parameters, FLOPs,
 the paper's columns, the logit check); --mode=export writes the network as trained (an Adv-BNN
 run as its stochastic ensemble, `--defense=sap` with SAP after every activation). Both serve
@@ -15,13 +15,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from anp import data, efficiency, methods
+from anp import data, methods
+from anp.deploy import efficiency
 from anp.atomic import write_whole
-from anp.compact import compact_model
+from anp.deploy.compact import compact_model
 from anp.config import architecture, run_config_path
 from anp.errors import UserError
-from anp.runs import check_writable_dir, load_run
-from anp.sap import sap
+from anp.runs.rundir import check_writable_dir, load_run
+from anp.evaluation.sap import sap
 
 layers = keras.layers
 

@@ -3,8 +3,8 @@
 import keras
 import tensorflow as tf
 
-from anp import losses
-from anp.objectives import MixedCE
+from anp.training import losses
+from anp.training.objectives import MixedCE
 
 
 def staircase(init_lr, total_steps, fractions):
@@ -55,7 +55,7 @@ class AdversarialTrainer(keras.Model):
   Weights minimise
     D + beta KL / N + wd L2 + lambda V(x, x_adv)
   (x_adv only with `adversarial`; the V term when `lambda_vs` > 0), where the data term D is
-  the `objective`'s: (CE(x) + w CE(x_adv)) / (1 + w) by default (`anp.objectives.MixedCE`),
+  the `objective`'s: (CE(x) + w CE(x_adv)) / (1 + w) by default (`anp.training.objectives.MixedCE`),
   CE(x) + beta_t KL(f(x) || f(x_adv)) for TRADES (`Trades`), CE(x) alone without adversarial
   examples, CE(x_adv) for ADMM (`AdvCE`) and Adv-BNN, whose KL is that of its Bayesian layers
   (weight decay skips their log-sigmas). The mask parameters

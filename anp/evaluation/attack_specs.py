@@ -7,7 +7,7 @@ are clipped to. AutoAttack (`autoattack`, `autoattack-rand`) runs with its publi
 (AUTOATTACK_STEPS APGD iterations, 9 APGD-T targets, `--square_queries`), whatever
 `--attack_steps` says; its attack also reports which examples survive each of its stages
 (`attack.stages`, `attack.with_stages`). EVAL_BATCH, the batch size of the sanity checks'
-attacks, lives here so that `anp.sanity` need not import `anp.evaluate`.
+attacks, lives here so that `anp.evaluation.sanity` need not import `anp.evaluation.evaluate`.
 """
 
 import dataclasses

@@ -23,8 +23,8 @@ import numpy as np
 
 from anp.atomic import write_whole
 from anp.errors import UserError
-from anp.evaluate import output_dir
-from anp.tables import markdown_table, model_name, per_attack_label, table_cells
+from anp.evaluation.evaluate import output_dir
+from anp.evaluation.tables import markdown_table, model_name, per_attack_label, table_cells
 
 REQUIRED = ("clean_acc", "adv_acc")
 UNITS_PNG = "units_per_layer.png"

@@ -2,12 +2,13 @@
 `markdown_table` with the TABLE_COLUMNS of the original README), the printed summary of
 --mode=eval (`format_table`: accuracies and sparsity in percent), the model's name in the table
 (`model_name`, from the method's `row_name`) and the Memory/Flops columns (`efficiency_columns`,
-the original code's formulas of `anp.efficiency`). Used by `anp.evaluate` and `anp.report`.
+the original code's formulas of `anp.deploy.efficiency`). Used by `anp.evaluation.evaluate` and `anp.evaluation.report`.
 """
 
 import os
 
-from anp import efficiency, methods
+from anp.deploy import efficiency
+from anp import methods
 
 # The white-box columns: PGD-40 (the paper's attack), AutoAttack (the field's standard) and the
 # per-example worst case of every attack the evaluation ran; the black box transfers PGD-40.
@@ -158,6 +159,6 @@ def per_attack_label(result, key):
 
 
 def efficiency_columns(arch, n_active, unit_counts, n_classes):
-  """{memory_pct, flops_ratio}: the paper's columns (`anp.efficiency`)."""
+  """{memory_pct, flops_ratio}: the paper's columns (`anp.deploy.efficiency`)."""
   cols = efficiency.paper_columns(arch, list(n_active), list(unit_counts), n_classes)
   return dict(memory_pct=float(cols["memory_pct"]), flops_ratio=float(cols["flops_ratio"]))

@@ -20,7 +20,7 @@ included, so that the numbers compare one to one with its README tables:
 4. Each mask site is counted on its own: in LeNet a pruned conv2 channel also removes its 16
    flattened inputs of dense3, but the formula only sees the dense3 input mask. In VGG a pruned
    channel counts as removed although its batch norm still emits a constant map that the next
-   layer uses (see `anp.export`).
+   layer uses (see `anp.deploy.export`).
 
 Next to them, `forward_flops` measures the floating-point operations of an actual model's
 inference graph (the TF profiler's count), and `count_params` its parameters; those
@@ -176,7 +176,7 @@ def weight_efficiency(net):
   non-zero entries (a kernel entry costs one per output position). Returns None for a net
   without unstructured HYDRA layers.
   """
-  net = getattr(net, "net", net)  # through a wrapper such as anp.sap.SapNet
+  net = getattr(net, "net", net)  # through a wrapper such as anp.evaluation.sap.SapNet
   layers = subnet_layers(net)
   if not layers:
     return None

@@ -1,5 +1,5 @@
 """The models --mode=eval evaluates: `load_model` opens a training run directory (config.json
-and a checkpoint), a checkpoint of the authors' original TF1 code (`anp.original_ckpt`) or a
+and a checkpoint), a checkpoint of the authors' original TF1 code (`anp.runs.original_ckpt`) or a
 SavedModel (as --mode=export writes), the latter wrapped as a logits model by
 `SavedModelNet`, and returns it with the config that gives its data set and preprocessing
 (`original_config` for an original checkpoint).
@@ -10,10 +10,10 @@ import os
 
 import tensorflow as tf
 
-from anp import original_ckpt
+from anp.runs import original_ckpt
 from anp.config import Config, run_config_path
-from anp.export import load_saved_model
-from anp.runs import RunError, build_net, load_run
+from anp.deploy.export import load_saved_model
+from anp.runs.rundir import RunError, build_net, load_run
 
 
 class SavedModelNet:

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from anp import methods, original_ckpt
+from anp import methods
+from anp.runs import original_ckpt
 from anp.config import Config, architecture, run_config_path
 from anp.data import dataset_info
 from anp.errors import UserError
