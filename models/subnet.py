@@ -24,6 +24,8 @@ import math
 import keras
 import tensorflow as tf
 
+from models.walk import sublayers
+
 layers = keras.layers
 
 
@@ -65,23 +67,16 @@ def _straight_through(magnitude, hard):
   return tf.identity(hard), lambda g: (g, tf.zeros_like(hard))
 
 
-# id(layer) -> its 0/1 mask, while `fixed_masks` is active.
-_FIXED = {}
-
-
 def hydra_layers(net):
   """The layers of `net` holding HYDRA scores (Subnet layers and TopKMask sites)."""
   net = getattr(net, "net", net)  # through a wrapper such as anp.evaluation.sap.SapNet
-  if not hasattr(net, "_flatten_layers"):
-    return []
-  return [l for l in net._flatten_layers(include_self=False)
-          if isinstance(l, (_Subnet, TopKMask))]
+  return [l for l in sublayers(net) if isinstance(l, (_Subnet, TopKMask))]
 
 
 def hydra_masks(net):
-  """{id(layer): its 0/1 mask} of `net`'s HYDRA layers, for `fixed_masks`."""
-  return {id(l): topk_mask(l.scores, l.prune_ratio, straight_through=False)
-          for l in hydra_layers(net)}
+  """The 0/1 masks of `net`'s HYDRA layers for `fixed_masks`: a list in `hydra_layers` order,
+  each of the shape of its layer's scores."""
+  return [topk_mask(l.scores, l.prune_ratio, straight_through=False) for l in hydra_layers(net)]
 
 
 @contextlib.contextmanager
@@ -91,18 +86,32 @@ def fixed_masks(net, masks=None):
   The top-k of a large kernel costs more than the layer's convolution on a CPU (0.3 s for a
   512x512x3x3 kernel on 2 cores), and the scores do not change within an attack: `attack_fn`
   computes them once per batch. Forward values and gradients are the same as without it.
+  `masks` (a list as `hydra_masks` returns) goes onto the layers themselves (`fixed_mask`), so
+  the block fixes this net only; on exit each layer gets back what it had (an outer block's
+  masks, else None).
   """
-  masks = hydra_masks(net) if masks is None else masks
-  _FIXED.update(masks)
+  sites = hydra_layers(net)
+  masks = hydra_masks(net) if masks is None else list(masks)
+  if len(masks) != len(sites):
+    raise ValueError(f"Expected one mask per HYDRA layer ({len(sites)}). "
+                     f"Received: {len(masks)} masks")
+  previous = [l.fixed_mask for l in sites]
+  for layer, mask in zip(sites, masks):
+    layer.fixed_mask = mask
   try:
     yield
   finally:
-    for key in masks:
-      _FIXED.pop(key, None)
+    for layer, mask in zip(sites, previous):
+      layer.fixed_mask = mask
 
 
 class _Subnet:
-  """What the unstructured layers share: the `scores` variable and the masked kernel."""
+  """What the unstructured layers share: the `scores` variable and the masked kernel.
+
+  `fixed_mask`: the 0/1 mask set by `fixed_masks` within its block, else None.
+  """
+
+  fixed_mask = None
 
   def _add_scores(self, shape):
     # Set from the pretrained weights by `anp.methods.hydra.init_scores`, or restored.
@@ -110,7 +119,7 @@ class _Subnet:
 
   def kernel_mask(self, straight_through=False):
     """The 0/1 mask of the kernel (shape of the kernel)."""
-    return topk_mask(self.scores, self.prune_ratio, straight_through, _FIXED.get(id(self)))
+    return topk_mask(self.scores, self.prune_ratio, straight_through, self.fixed_mask)
 
   def effective_kernel(self):
     """kernel * mask: the weights the layer computes with (pruned entries exactly 0)."""
@@ -179,8 +188,10 @@ class TopKMask(layers.Layer):
   Input [B, ..., units] (dense features or NHWC maps); output the same shape. The same 0/1
   mask in training and inference (no noise); same interface as `models.masks.BetaBernoulli`
   (`inference_mask`, `keep`, `n_active`, `kl`), so the compact export and the attack path of
-  the networks treat it as any mask site.
+  the networks treat it as any mask site. `fixed_mask`: as `_Subnet`'s.
   """
+
+  fixed_mask = None
 
   def __init__(self, prune_ratio=0.0, **kwargs):
     super().__init__(**kwargs)
@@ -193,7 +204,7 @@ class TopKMask(layers.Layer):
 
   def inference_mask(self):
     """The 0/1 mask [units] (float32)."""
-    return topk_mask(self.scores, self.prune_ratio, False, _FIXED.get(id(self)))
+    return topk_mask(self.scores, self.prune_ratio, False, self.fixed_mask)
 
   def keep(self):
     return self.inference_mask() > 0
@@ -206,7 +217,7 @@ class TopKMask(layers.Layer):
 
   def call(self, x, training=False, seed=None):
     del training, seed
-    return x * tf.cast(topk_mask(self.scores, self.prune_ratio, True, _FIXED.get(id(self))),
+    return x * tf.cast(topk_mask(self.scores, self.prune_ratio, True, self.fixed_mask),
                        x.dtype)
 
   def compute_output_shape(self, input_shape):

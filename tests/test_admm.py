@@ -76,6 +76,43 @@ def test_kernels_are_every_conv_and_dense_kernel():
         int(tf.size(v)) for v in net.trainable_variables if v.name == "kernel")
 
 
+def test_sublayers_list_the_layers_in_keras_own_order():
+  """admm.kernels' order is checkpointed state: the public-API walk gives the layers in the
+  order of Keras' own (private) flattening, on every network and on nested models."""
+  import inspect
+  from anp.training import distribute
+  from anp.config import Config
+  from anp.runs.rundir import build_net
+  from models import subnet
+  from models.walk import sublayers
+  for dataset in ("mnist", "cifar10"):
+    for method, extra in (("admm", {}), ("hydra", {}), ("hydra", dict(hydra_granularity="channel")),
+                          ("anp_vs", {}), ("at_bnn", {})):
+      net = build_net(Config(dataset=dataset, method=method, **extra).resolved())
+      want = net._flatten_layers(include_self=False, recursive=True)
+      assert [id(l) for l in sublayers(net)] == [id(l) for l in want], (dataset, method)
+
+  class Block(keras.Model):
+    def __init__(self, name):
+      super().__init__(name=name)
+      self.first = keras.layers.Dense(2, name=name + "_first")
+      self.inner = keras.Sequential([keras.layers.Dense(2, name=name + "_seq")])
+      self.last = keras.layers.Dense(2, name=name + "_last")
+
+  class Outer(keras.Model):
+    def __init__(self):
+      super().__init__()
+      self.blocks = [Block("a"), Block("b")]
+      self.head = keras.layers.Dense(1, name="head")
+      self.shared = self.blocks[0].first  # seen twice, listed once
+
+  outer = Outer()
+  want = outer._flatten_layers(include_self=False, recursive=True)
+  assert [l.name for l in sublayers(outer)] == [l.name for l in want]
+  for module in (admm, distribute, subnet):
+    assert "_flatten_layers" not in inspect.getsource(module), module.__name__
+
+
 def test_trainer_adds_the_regularizer_to_the_weights_loss():
   """Same weights, data and seeds: the logged loss grows by exactly the regularizer."""
   from anp.config import Config

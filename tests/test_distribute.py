@@ -181,6 +181,42 @@ class MixedPrecisionTest(tf.test.TestCase, parameterized.TestCase):
       keras.mixed_precision.set_global_policy(previous)
 
 
+class SettingsTest(tf.test.TestCase):
+
+  def test_a_run_gives_back_the_policy_and_op_determinism_it_found(self):
+    # --mixed_precision and --deterministic_ops hold for one run: a later run in the same
+    # process (tests, run_train / run_eval called from Python) starts from the caller's state.
+    from anp.evaluation.evaluate import run_eval
+    from anp.training.train import run_train
+    # TF exports enable_op_determinism only; its twins live in the same module.
+    from tensorflow.python.framework import config as tf_config
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, [32, 28, 28, 1]).astype(np.uint8)
+    labels = rng.integers(0, 10, [32]).astype(np.int32)
+    arrays = (images, labels, images, labels)
+
+    def state():
+      return keras.mixed_precision.global_policy().name, tf_config.is_op_determinism_enabled()
+
+    before = state()
+    self.assertEqual(before, ("float32", False))
+    common = dict(dataset="mnist", model_dir=os.path.join(self.get_temp_dir(), "run"),
+                  mixed_precision=True, deterministic_ops=True)
+    try:
+      run_train(Config(mode="train", method="standard", epochs=1, steps_per_epoch=1,
+                       batch_size=16, val_examples=0, **common), arrays)
+      self.assertEqual(state(), before)
+      run_eval(Config(mode="eval", eval_examples=8, attack_steps=1, **common), arrays,
+               verbose=False)
+      self.assertEqual(state(), before)
+      with distribute.settings(Config(**common)):
+        self.assertEqual(state(), (distribute.mixed_policy(), True))
+      self.assertEqual(state(), before)
+    finally:
+      keras.mixed_precision.set_global_policy(before[0])
+      tf_config.disable_op_determinism()
+
+
 def _free_ports(n):
   socks = [socket.socket() for _ in range(n)]
   for s in socks:

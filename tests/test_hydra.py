@@ -5,6 +5,7 @@ import json
 import math
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,8 +17,8 @@ from anp.config import Config
 from anp.errors import UserError
 from anp.runs.rundir import build_net, load_run
 from anp.training.train import make_trainer, run_train
-from models.subnet import (SubnetConv2D, SubnetDense, TopKMask, kernel_of, n_kept,
-                           subnet_layers, topk_mask)
+from models.subnet import (SubnetConv2D, SubnetDense, TopKMask, fixed_masks, hydra_masks,
+                           kernel_of, n_kept, subnet_layers, topk_mask)
 from tests.helpers import SHARED_DATA, have_real_data, interrupted_and_resumed, mnist_slice
 
 needs_data = pytest.mark.skipif(not have_real_data(),
@@ -119,6 +120,29 @@ def test_attack_fn_computes_the_masks_once_with_the_same_logits_and_gradients(gr
   finally:
     tf.raw_ops.NthElement = original
   assert n_masks == 15 and len(calls) == 15
+
+
+def test_fixed_masks_fix_the_layers_of_the_given_net_only_and_give_the_outer_ones_back():
+  # Two nets of the same shapes, each Dense kernel [6, 4] -> TopKMask of 4 units, half pruned.
+  nets = [keras.Sequential([keras.Input((6,)), SubnetDense(4, prune_ratio=0.5, use_bias=False),
+                            TopKMask(prune_ratio=0.5)]) for _ in range(2)]
+  for i, net in enumerate(nets):
+    for j, v in enumerate(net.weights):
+      v.assign(tf.random.stateless_normal(v.shape, [i, j]))
+  a, b = nets
+  x = tf.random.stateless_normal([3, 6], [7, 7])
+  own = [net(x).numpy() for net in nets]
+  kept_all = (x @ b.layers[0].kernel).numpy()  # b with every entry and unit kept
+  assert not np.allclose(own[1], kept_all)
+  ones = tf.nest.map_structure(tf.ones_like, hydra_masks(a))  # a's shapes, every entry kept
+  with fixed_masks(b, ones):  # given for b: b's layers take them, a's are untouched
+    np.testing.assert_array_equal(a(x).numpy(), own[0])
+    np.testing.assert_allclose(b(x).numpy(), kept_all, rtol=1e-6)
+    with fixed_masks(b):
+      np.testing.assert_array_equal(b(x).numpy(), own[1])
+    np.testing.assert_allclose(b(x).numpy(), kept_all, rtol=1e-6)  # the outer masks are back
+  for net, want in zip(nets, own):  # nothing is left after the block
+    np.testing.assert_array_equal(net(x).numpy(), want)
 
 
 def test_channel_mask_is_topk_units_in_training_and_inference():

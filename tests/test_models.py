@@ -8,6 +8,7 @@ from absl.testing import parameterized
 from models.lenet import LeNet5
 from models.ops import conv2d_one_channel
 from models.vgg import VGG
+from models.walk import sublayers
 
 # conv1 5*5*1*20+20, conv2 5*5*20*50+50, dense3 800*500+500, dense4 500*10+10
 LENET_PARAMS = 520 + 25050 + 400500 + 5010
@@ -61,14 +62,14 @@ class ModelTest(tf.test.TestCase, parameterized.TestCase):
   def test_biases_start_glorot_uniform_like_the_original(self, cls, shape):
     # TF1's get_variable default on a bias of shape [n]: U(-sqrt(3/n), sqrt(3/n)).
     net = _built(cls(), shape)
-    biases = [l.bias for l in net._flatten_layers() if getattr(l, "bias", None) is not None]
+    biases = [l.bias for l in sublayers(net) if getattr(l, "bias", None) is not None]
     self.assertGreaterEqual(len(biases), 4)
     for b in biases:
       v, limit = b.numpy(), np.sqrt(3.0 / b.shape[0])
       self.assertLessEqual(np.abs(v).max(), limit)
       self.assertGreater(np.abs(v).max(), 0.5 * limit)  # spread over the range, not zeros
     zeros = _built(cls(bias_init="zeros"), shape)
-    for layer in zeros._flatten_layers():
+    for layer in sublayers(zeros):
       if getattr(layer, "bias", None) is not None:
         self.assertAllEqual(layer.bias, tf.zeros_like(layer.bias))
     with self.assertRaisesRegex(ValueError, "Expected bias_init"):

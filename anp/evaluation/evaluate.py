@@ -65,6 +65,11 @@ def _warn(result, message):
 def run_eval(cfg, arrays=None, verbose=True):
   """Evaluates --model_dir; writes <model_dir>/eval.json and eval.md and returns the dict."""
   strategy = distribute.setup(cfg)  # first: multi-worker collectives start with the program
+  with distribute.settings(cfg):  # --mixed_precision, --deterministic_ops: this run only
+    return _run_eval(cfg, arrays, verbose, strategy)
+
+
+def _run_eval(cfg, arrays, verbose, strategy):
   net, run_cfg, kind = load_model(cfg.model_dir, cfg)
   method = methods.get(run_cfg.method)
   cfg = dataclasses.replace(cfg, **method.evaluation_defaults(cfg))

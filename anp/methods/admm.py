@@ -19,6 +19,7 @@ pruning and masked retraining is HYDRA's finetune stage with magnitude scores
 import tensorflow as tf
 
 from anp.methods.base import Method
+from models.walk import sublayers
 
 
 def project(w, keep):
@@ -95,8 +96,9 @@ class ADMMState:
 
 
 def kernels(net):
-  """The kernels ADMM prunes: every conv and dense layer's (HYDRA's Subnet layers' too)."""
-  return [layer.kernel for layer in net._flatten_layers(include_self=False, recursive=True)
+  """The kernels ADMM prunes: every conv and dense layer's (HYDRA's Subnet layers' too), in
+  `sublayers` order (that of the checkpointed Z and U)."""
+  return [layer.kernel for layer in sublayers(net)
           if hasattr(layer, "kernel") and layer.kernel.shape.rank in (2, 4)]
 
 

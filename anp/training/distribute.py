@@ -24,10 +24,13 @@ import shutil
 
 import keras
 import tensorflow as tf
+# TF exports enable_op_determinism only; its twins (is_..._enabled, disable_...) live here.
+from tensorflow.python.framework import config as tf_config
 
 from anp.config import STRATEGIES
 from anp.errors import UserError
 from models import replica_rows
+from models.walk import sublayers
 
 
 def _first_line(error):
@@ -83,13 +86,28 @@ def make_strategy(name, cpu_replicas=2):
 
 
 def setup(cfg):
-  """Applies --deterministic_ops and --mixed_precision and returns --strategy's strategy."""
-  strategy = make_strategy(cfg.strategy, cfg.cpu_replicas)
+  """--strategy's strategy (`make_strategy`); `settings` applies the run's other flags."""
+  return make_strategy(cfg.strategy, cfg.cpu_replicas)
+
+
+@contextlib.contextmanager
+def settings(cfg):
+  """Within the block, --deterministic_ops and --mixed_precision hold; on exit the process
+  gets back its previous op determinism and Keras global dtype policy, so that a later run in
+  the same process (tests, `run_train` / `run_eval` called from Python) does not inherit them."""
+  determinism = tf_config.is_op_determinism_enabled()
+  policy = keras.mixed_precision.global_policy()
   if cfg.deterministic_ops:
     tf.config.experimental.enable_op_determinism()
   if cfg.mixed_precision:
     keras.mixed_precision.set_global_policy(mixed_policy())
-  return strategy
+  try:
+    yield
+  finally:
+    if cfg.mixed_precision:
+      keras.mixed_precision.set_global_policy(policy)
+    if cfg.deterministic_ops and not determinism:
+      tf_config.disable_op_determinism()
 
 
 def mixed_policy():
@@ -117,7 +135,7 @@ def check_batch_size(strategy, batch_size):
 def sync_batch_norm(net):
   """Makes every BatchNormalization layer of `net` use the statistics of the global batch
   (all-reduced over replicas) in training, as one device computing the whole batch does."""
-  for layer in net._flatten_layers(include_self=False, recursive=True):
+  for layer in sublayers(net):
     if isinstance(layer, keras.layers.BatchNormalization):
       layer.synchronized = True
 

@@ -119,6 +119,11 @@ def run_train(cfg, arrays=None):
   """
   cfg = cfg.resolved()
   strategy = distribute.setup(cfg)  # first: multi-worker collectives start with the program
+  with distribute.settings(cfg):  # --mixed_precision, --deterministic_ops: this run only
+    return _run_train(cfg, arrays, strategy)
+
+
+def _run_train(cfg, arrays, strategy):
   distribute.check_batch_size(strategy, cfg.batch_size)
   chief = distribute.is_chief(strategy)
   check_run_dir(cfg)
