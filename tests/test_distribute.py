@@ -1,5 +1,5 @@
-"""tf.distribute (anp.training.distribute): one device vs two replicas, a two-process multi-worker run
-on localhost, mixed precision, the flags' errors."""
+"""tf.distribute (anp.training.distribute): one device vs two replicas, a two-process
+multi-worker run on localhost, mixed precision, the flags' errors."""
 
 import json
 import os

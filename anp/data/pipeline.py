@@ -1,10 +1,10 @@
 """Data sets: official raw files (MNIST/Fashion-MNIST idx, CIFAR binary) or TFDS, and tf.data input.
 
 `load_arrays` returns NumPy arrays (images uint8 NHWC, labels int32). It reads the official raw
-files from `--data_dir` when they are there (plain or gzipped; `anp.data.raw_files`) and falls back to
-`tensorflow_datasets` otherwise. `make_dataset` turns arrays into batched `tf.data` pipelines of
-float32 images, with optional CIFAR augmentation and the original code's per-image
-standardisation.
+files from `--data_dir` when they are there (plain or gzipped; `anp.data.raw_files`) and falls
+back to `tensorflow_datasets` otherwise. `make_dataset` turns arrays into batched `tf.data`
+pipelines of float32 images, with optional CIFAR augmentation and the original code's
+per-image standardisation.
 """
 
 import dataclasses

@@ -1,14 +1,14 @@
 """--mode=eval: the paper's table for one model, stronger attacks and gradient-masking checks.
 
 `run_eval` evaluates `--model_dir` (a training run, an original TF1 checkpoint or a SavedModel,
-`anp.runs.loading`) on the test set and writes `eval.json` (fractions) and `eval.md`, the row of the
-original README's tables (`anp.evaluation.tables`; printed in percent), into `--eval_dir` (default: the
-model directory), each whole or not at all:
+`anp.runs.loading`) on the test set and writes `eval.json` (fractions) and `eval.md`, the row
+of the original README's tables (`anp.evaluation.tables`; printed in percent), into
+`--eval_dir` (default: the model directory), each whole or not at all:
 
-* White box: `--attack` (`anp.evaluation.attack_specs`) on the model; several attacks give the per-example
-  worst case (strongest: pgd, apgd-ce, apgd-dlr, cw and square; autoattack: its cascade, with
-  the accuracy after each stage). Each batch's attacks and evaluation run in one tf.function
-  (`make_eval_step`).
+* White box: `--attack` (`anp.evaluation.attack_specs`) on the model; several attacks give the
+  per-example worst case (strongest: pgd, apgd-ce, apgd-dlr, cw and square; autoattack: its
+  cascade, with the accuracy after each stage). Each batch's attacks and evaluation run in one
+  tf.function (`make_eval_step`).
 * Black box: PGD examples crafted on `--source_model_dir` (same data set and input space) and
   transferred; "n/a" without a source.
 * Vulnerability (Madaan et al. 2020, Eq. 2): mean |f(x) - f(x_adv)| over the units of each

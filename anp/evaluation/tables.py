@@ -2,7 +2,8 @@
 `markdown_table` with the TABLE_COLUMNS of the original README), the printed summary of
 --mode=eval (`format_table`: accuracies and sparsity in percent), the model's name in the table
 (`model_name`, from the method's `row_name`) and the Memory/Flops columns (`efficiency_columns`,
-the original code's formulas of `anp.deploy.efficiency`). Used by `anp.evaluation.evaluate` and `anp.evaluation.report`.
+the original code's formulas of `anp.deploy.efficiency`). Used by `anp.evaluation.evaluate`
+and `anp.evaluation.report`.
 """
 
 import os

@@ -8,10 +8,11 @@ Scaled-form ADMM for min f_adv(W) s.t. card(W_l) <= k_l, per prunable kernel W_l
 with rho multiplied by `rho_growth` (1.3) just before every Z/U update, from rho0 = 1e-3.
 
 `--method=admm` is the ADMM stage: CE(x_adv) on PGD-CE examples, as the authors' adv_main.py
-(`anp.training.objectives.AdvCE`; PGD-40 and weight decay 1e-6 by default on MNIST, their settings), or
-with --admm_loss=mixed the loss of `--method=at` (mixed with the clean CE by --adv_weight, no
-vulnerability term), plus `ADMMState.penalty` on every conv and dense kernel, Z and U updated
-every --admm_every epochs (`end_of_epoch`), the state kept in the run's checkpoints. Its hard
+(`anp.training.objectives.AdvCE`; PGD-40 and weight decay 1e-6 by default on MNIST, their
+settings), or with --admm_loss=mixed the loss of `--method=at` (mixed with the clean CE by
+--adv_weight, no vulnerability term), plus `ADMMState.penalty` on every conv and dense kernel,
+Z and U updated every --admm_every epochs (`end_of_epoch`), the state kept in the run's
+checkpoints. Its hard
 pruning and masked retraining is HYDRA's finetune stage with magnitude scores
 (`--method=hydra --hydra_stage=finetune --hydra_scores=magnitude --hydra_objective=adv
 --init_from=<admm run>`, same --prune_ratio): per-layer top-k of |W| = the Z projection.

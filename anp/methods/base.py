@@ -1,9 +1,9 @@
 """`Method`: what every training method tells the rest of the project, with common defaults.
 
-The training loop (`anp.training.train`), configuration (`anp.config`), run directories (`anp.runs.rundir`),
-evaluation, export and the tables ask a method object through these attributes and hooks and
-never compare its name. Hooks import TensorFlow inside their bodies, so that reading flags and
-validating a configuration does not load it.
+The training loop (`anp.training.train`), configuration (`anp.config`), run directories
+(`anp.runs.rundir`), evaluation, export and the tables ask a method object through these
+attributes and hooks and never compare its name. This module imports the training code inside
+the hooks, so that the methods' light modules (`standard`, `masked`) load without it.
 """
 
 
@@ -142,7 +142,7 @@ BASE_LR = 1e-3
 
 
 def objective(term, cfg):
-  """The objective object (`anp.training.objectives`) of a data term; None: the trainer's MixedCE."""
+  """The objective (`anp.training.objectives`) of a data term; None: the trainer's MixedCE."""
   from anp.training.objectives import AdvCE, SampledCE, Trades
   if term == "trades":
     return Trades(cfg.trades_beta)

@@ -12,8 +12,8 @@ Replica r of R gets contiguous rows [offset_r, offset_r + b_r) of the very globa
 device would see (`split_rows`; the data order stays a function of (--seed, step), so exact
 resume is kept), and every seeded per-example random draw is made on the global batch and
 sliced (`models.replica_rows`). The trainer divides each replica's loss by R before the
-optimizers sum the gradients (`anp.training.model`), so a step equals the one-device step on the same
-global batch up to float rounding (VGG's batch norm then uses the global batch statistics,
+optimizers sum the gradients (`anp.training.model`), so a step equals the one-device step on
+the same global batch up to float rounding (VGG's batch norm then uses the global batch statistics,
 `sync_batch_norm`). Evaluation gathers the per-example results in batch order and sums the
 vulnerabilities, so it gives the one-device numbers.
 """

@@ -22,7 +22,8 @@ from anp.deploy import efficiency
 from anp.config import Config, architecture, run_config_path
 from anp.training.progress import Progress
 from anp.atomic import write_whole
-from anp.runs.rundir import (RunError, build_net, check_writable_dir, locate_checkpoint, restore_net)
+from anp.runs.rundir import (RunError, build_net, check_writable_dir, locate_checkpoint,
+                             restore_net)
 # Default --checkpoint_every: a few minutes of work on 2 CPU cores.
 CHECKPOINT_EVERY = {"lenet": 500, "vgg": 50}
 # Validation PGD seeds live apart from the training steps' (seed, step) pairs.
