@@ -7,7 +7,6 @@ import os
 from anp import methods
 from anp.atomic import write_whole
 from anp.errors import DataError, UserError
-from anp.methods import METHODS
 
 from models.initializers import BIAS_INITS
 
@@ -294,5 +293,6 @@ def run_config_path(model_dir):
 
 
 def _check_method(name):
-  if name not in METHODS:
-    raise UserError(f"Flag --method: expected one of {', '.join(METHODS)}. Received: {name!r}")
+  if name not in methods.REGISTRY:
+    raise UserError(f"Flag --method: expected one of {', '.join(methods.REGISTRY)}. "
+                    f"Received: {name!r}")

@@ -23,7 +23,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
-import anp.training.train  # noqa: E402
+import anp.training.model  # noqa: E402
 import keras  # noqa: E402
 from anp.training import distribute  # noqa: E402
 from anp.config import Config  # noqa: E402
@@ -36,7 +36,7 @@ from attacks import pgd  # noqa: E402
 def build(cfg, strategy, init=None, optimizer="adam"):
   """The net and trainer of `cfg`; optimizer 'sgd' swaps the trainer's Adams for plain SGD."""
   with distribute.scope(strategy), mock.patch.object(
-      anp.training.train, "adam", OPTIMIZERS[optimizer]):
+      anp.training.model, "adam", OPTIMIZERS[optimizer]):
     net = build_net(cfg)
     trainer = make_trainer(net, cfg, n_train=60000, total_steps=1000)
   if init is not None:
@@ -49,7 +49,7 @@ def build(cfg, strategy, init=None, optimizer="adam"):
 # gradients. Adam's first steps move every weight by ~lr * sign(gradient): a gradient within
 # float rounding of zero (the two runs sum in different orders) may move its weight by +-lr
 # either way, so under Adam the moments, not the weights, are the well-conditioned check.
-OPTIMIZERS = {"adam": anp.training.train.adam,
+OPTIMIZERS = {"adam": anp.training.model.adam,
               "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate=learning_rate)}
 
 
