@@ -45,7 +45,7 @@ class MadryAT(AdversarialTraining):
 
 @pytest.mark.skipif(not have_real_data(), reason="real MNIST not found")
 def test_a_new_method_is_its_class_and_one_registry_entry(monkeypatch, tmp_path):
-  """Registered like the others (one entry), a method trains, resumes, evaluates and gets its
+  """Registered like the others (one entry), a method trains, evaluates and gets its
   row in the table without a change anywhere else."""
   from anp.evaluation.evaluate import run_eval
   from anp.training.train import run_train
