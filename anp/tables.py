@@ -179,7 +179,7 @@ def attack_label(spec):
 
 
 STAGE_LABELS = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T",
-                "square": "Square"}
+                "fab-t": "FAB-T", "square": "Square"}
 
 
 def per_attack_label(result, key):

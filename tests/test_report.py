@@ -93,7 +93,7 @@ def test_autoattack_columns_name_their_stages_and_budgets(tmp_path):
   specs = {"pgd": dict(aa["attack"]),
            "autoattack": dict(aa["attack"], name="autoattack", steps=100, queries=5000)}
   aa.update(per_attack={"pgd": 0.88, "autoattack/apgd-ce": 0.76, "autoattack/apgd-t": 0.74,
-                        "autoattack/square": 0.70, "autoattack": 0.70},
+                        "autoattack/fab-t": 0.73, "autoattack/square": 0.70, "autoattack": 0.70},
             attack=dict(aa["attack"], name="pgd,autoattack", attacks=["pgd", "autoattack"],
                         specs=specs))
   short = fake_eval("at", 0.99, 0.80, 0.02, [20, 50, 800, 500])
@@ -102,9 +102,9 @@ def test_autoattack_columns_name_their_stages_and_budgets(tmp_path):
   report.run_report(Config(mode="report", runs=runs, report_dir=str(tmp_path / "o")))
   text = (tmp_path / "o" / "report.md").read_text()
   assert ("| Model | PGD-40 | AutoAttack to APGD-CE-100 | AutoAttack to APGD-T-100 | "
-          "AutoAttack to Square-5000 | AutoAttack | Worst case |") in text
-  assert "| ANP-VS | 88.00 | 76.00 | 74.00 | 70.00 | 70.00 | 70.00 |" in text
-  assert "| AT | 80.00 (PGD-20) |  |  |  |  | 80.00 |" in text
+          "AutoAttack to FAB-T-100 | AutoAttack to Square-5000 | AutoAttack | Worst case |") in text
+  assert "| ANP-VS | 88.00 | 76.00 | 74.00 | 73.00 | 70.00 | 70.00 | 70.00 |" in text
+  assert "| AT | 80.00 (PGD-20) |  |  |  |  |  | 80.00 |" in text
   assert "| ANP-VS | 99.00 | 88.00 | 70.00 | 70.00 | n/a |" in text
 
 
