@@ -4,14 +4,11 @@ from absl import flags
 
 from anp.methods import METHODS
 
-from anp.config import (ADMM_LOSSES, BIAS_INITS, DATASETS, DEFENSES, HYDRA_GRANULARITIES,
-                        HYDRA_OBJECTIVES, HYDRA_OPTIMIZERS,
-                        HYDRA_SCORES, HYDRA_STAGES, PREPROCESS, SAP_GRADIENTS,
-                        STRATEGIES, Config)
+from anp.config import (ADMM_LOSSES, ATTACKS, BIAS_INITS, DATASETS, DEFENSES,
+                        HYDRA_GRANULARITIES, HYDRA_OBJECTIVES, HYDRA_OPTIMIZERS, HYDRA_SCORES,
+                        HYDRA_STAGES, PREPROCESS, SAP_GRADIENTS, STRATEGIES, Config)
 
 MODES = ("train", "eval", "prune", "export", "report", "quickstart")
-ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "cw", "square", "autoattack",
-           "autoattack-rand")
 
 # What to do, on what.
 flags.DEFINE_enum("mode", "train", MODES, "What to do.")
@@ -178,7 +175,8 @@ flags.DEFINE_integer("eval_examples", None, "Evaluate on the first N test exampl
 flags.DEFINE_string("attack", "pgd", f"White-box attack of --mode=eval: one of "
                     f"{', '.join(ATTACKS)}, strongest (pgd, apgd-ce, apgd-dlr, cw and square), or "
                     "a comma-separated list such as pgd,autoattack; several attacks give the "
-                    "per-example worst case and each one's accuracy. autoattack: APGD-CE, APGD-T "
+                    "per-example worst case and each one's accuracy. fab-t: targeted L-inf FAB "
+                    "(9 targets, --attack_steps iterations). autoattack: APGD-CE, APGD-T, FAB-T "
                     "and Square as a cascade (Croce & Hein 2020) with the published budget "
                     "(100 iterations, 9 targets); autoattack-rand: APGD-CE and APGD-DLR with 20 "
                     "EOT samples, for random models.")

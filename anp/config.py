@@ -14,6 +14,9 @@ from models.initializers import BIAS_INITS
 # `anp.data.dataset_info`).
 DATASETS = {"mnist": "lenet", "fashion_mnist": "lenet", "cifar10": "vgg", "cifar100": "vgg"}
 PREPROCESS = ("pixel", "original")
+# --attack's names (`anp.evaluation.attack_specs` makes them; `strongest` stands for several).
+ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "cw", "square",
+           "autoattack", "autoattack-rand")
 DEFENSES = ("none", "sap")
 SAP_GRADIENTS = ("full", "stopped")  # --sap_gradient (anp/evaluation/sap.py)
 ATTACK_DTYPES = ("float32", "bfloat16")
@@ -160,7 +163,6 @@ class Config:
          self.preprocess)
     need(self.bias_init in BIAS_INITS, "bias_init", "one of " + ", ".join(BIAS_INITS),
          self.bias_init)
-    from anp.evaluation.attack_specs import ATTACKS  # late import: attacks pull in TF
     names = self.attack.split(",")
     need(all(n in ATTACKS + ("strongest",) for n in names) and len(set(names)) == len(names),
          "attack", "one or more (comma-separated, distinct) of strongest, " + ", ".join(ATTACKS),

@@ -3,8 +3,9 @@
 Each attack runs only on the examples every earlier one failed on (`on_still_robust`), and an
 example counts as robust only if all of them fail. Versions:
 
-  standard  APGD-CE, APGD-T (targeted DLR on the 9 runner-up classes), Square (5000 queries):
-            the published standard version without FAB-T.
+  standard  APGD-CE, APGD-T (targeted DLR on the 9 runner-up classes), FAB-T (targeted L-inf
+            FAB towards the same 9 classes, `attacks.fab`), Square (5000 queries): the
+            published standard version.
   rand      APGD-CE and APGD-DLR, each with expectation over transformation (20 samples):
             the published version for models whose inference is random.
 """
@@ -13,32 +14,13 @@ import tensorflow as tf
 
 from attacks import common, losses
 from attacks.apgd import apgd
+from attacks.common import on_still_robust
+from attacks.fab import fab_targeted
 from attacks.square import square
 
-VERSIONS = {"standard": ("apgd-ce", "apgd-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
+VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+            "rand": ("apgd-ce", "apgd-dlr")}
 RAND_EOT_SAMPLES = 20
-
-
-def on_still_robust(attack, model_fn, x, y, x_adv, robust, *, extras=(), replace_all=False):
-  """Runs `attack(model_fn, x_s, y_s, *extras_s)` on the rows s where `robust`.
-
-  Rows the attack fools (by model_fn) take its output and leave `robust`; with `replace_all`
-  every attacked row takes it (a first stage: robust rows then carry an attacked point).
-  `extras`: per-row tensors [B, ...] the attack needs, gathered like x and y. Returns
-  (x_adv, robust); the attack is skipped (tf.cond) when no row is robust.
-  """
-  def run():
-    idx = tf.where(robust)[:, 0]
-    ys = tf.gather(y, idx)
-    adv = attack(model_fn, tf.gather(x, idx), ys, *[tf.gather(e, idx) for e in extras])
-    fooled = tf.logical_not(common.correct(model_fn, adv, ys))
-    take = tf.ones_like(fooled) if replace_all else fooled
-    at = idx[:, None]
-    rows = tf.where(common.per_example(take, adv), adv, tf.gather(x_adv, idx))
-    return (tf.tensor_scatter_nd_update(x_adv, at, rows),
-            tf.tensor_scatter_nd_update(robust, at, tf.logical_not(fooled)))
-
-  return tf.cond(tf.reduce_any(robust), run, lambda: (x_adv, robust))
 
 
 def apgd_targeted(model_fn, x, y, eps, steps=100, *, targets=9, seed=None, **kwargs):
@@ -50,11 +32,7 @@ def apgd_targeted(model_fn, x, y, eps, steps=100, *, targets=9, seed=None, **kwa
   the first fooling target's point, else the first target's.
   """
   x, y = common.check_inputs(x, y)
-  ranked = tf.argsort(tf.cast(model_fn(x), tf.float32), axis=-1, direction="DESCENDING")
-  n_classes = ranked.shape[-1]
-  if n_classes is not None and not 1 <= targets <= n_classes - 1:
-    raise ValueError(f"Expected 1 <= targets <= {n_classes - 1} (classes - 1). Received: "
-                     f"targets={targets}")
+  ranked = common.ranked_classes(model_fn(x), targets)
   x_adv, robust = x, tf.ones(tf.shape(y), tf.bool)
   for k in range(targets):
     def attack(m, xs, ys, target, k=k):
@@ -95,6 +73,8 @@ def stages(version, eps, *, steps=100, targets=9, queries=5000, eot_samples=None
                                        seed=seeded(1), **box),
       "apgd-t": lambda m, x, y: apgd_targeted(m, x, y, eps, steps, targets=targets,
                                               eot_samples=eot, seed=seeded(2), **box),
+      "fab-t": lambda m, x, y: fab_targeted(m, x, y, eps, steps, n_targets=targets,
+                                            seed=seeded(4), **box),
       "square": lambda m, x, y: square(m, x, y, eps, queries, seed=seeded(3), **box),
   }
   return [(name, made[name]) for name in names]
@@ -111,8 +91,9 @@ def autoattack(model_fn, x, y, eps, *, version="standard", steps=100, targets=9,
   Args:
     model_fn: callable x -> logits (random: use version='rand').
     x: float images [B, H, W, C]; y: integer labels [B]; eps: L-inf radius.
-    version: 'standard' or 'rand' (VERSIONS). steps: APGD iterations (100 in AutoAttack).
-    targets: APGD-T's target classes (9). queries: Square's queries (5000).
+    version: 'standard' or 'rand' (VERSIONS). steps: APGD and FAB-T iterations (100 in
+      AutoAttack). targets: APGD-T's and FAB-T's target classes (9). queries: Square's
+      queries (5000).
     eot_samples, clip_min, clip_max, seed: as in `stages`.
     return_stages: also return bool [stages, B], robust after each stage.
   Returns:

@@ -1,4 +1,5 @@
-"""Helpers shared by the attacks: argument checks, EOT gradients, projections, randomness."""
+"""Helpers shared by the attacks: argument checks, EOT gradients, projections, randomness,
+and the cascade step (`on_still_robust`) of AutoAttack and the targeted attacks."""
 
 import numbers
 
@@ -197,3 +198,39 @@ def predictions_correct(logits, y):
 def correct(model_fn, x, y):
   """Boolean [B]: model_fn's prediction on x equals the label (one model call)."""
   return predictions_correct(model_fn(x), y)
+
+
+def ranked_classes(logits, targets):
+  """Classes by decreasing logit, int32 [B, K]: column k (1 <= k <= targets) is the k-th
+  runner-up, the target class of a targeted attack's k-th run. Checks 1 <= targets <= K - 1."""
+  n_classes = logits.shape[-1]
+  if n_classes is not None and not 1 <= targets <= n_classes - 1:
+    raise ValueError(f"Expected 1 <= targets <= {n_classes - 1} (classes - 1). Received: "
+                     f"targets={targets}")
+  return tf.argsort(tf.cast(logits, tf.float32), axis=-1, direction="DESCENDING")
+
+
+# ----------------------------------------------------------------------------------------------
+# Cascades: an attack on the examples still classified correctly.
+
+
+def on_still_robust(attack, model_fn, x, y, x_adv, robust, *, extras=(), replace_all=False):
+  """Runs `attack(model_fn, x_s, y_s, *extras_s)` on the rows s where `robust`.
+
+  Rows the attack fools (by model_fn) take its output and leave `robust`; with `replace_all`
+  every attacked row takes it (a first stage: robust rows then carry an attacked point).
+  `extras`: per-row tensors [B, ...] the attack needs, gathered like x and y. Returns
+  (x_adv, robust); the attack is skipped (tf.cond) when no row is robust.
+  """
+  def run():
+    idx = tf.where(robust)[:, 0]
+    ys = tf.gather(y, idx)
+    adv = attack(model_fn, tf.gather(x, idx), ys, *[tf.gather(e, idx) for e in extras])
+    fooled = tf.logical_not(correct(model_fn, adv, ys))
+    take = tf.ones_like(fooled) if replace_all else fooled
+    at = idx[:, None]
+    rows = tf.where(per_example(take, adv), adv, tf.gather(x_adv, idx))
+    return (tf.tensor_scatter_nd_update(x_adv, at, rows),
+            tf.tensor_scatter_nd_update(robust, at, tf.logical_not(fooled)))
+
+  return tf.cond(tf.reduce_any(robust), run, lambda: (x_adv, robust))

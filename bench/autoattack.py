@@ -3,8 +3,8 @@
   python bench/autoattack.py --runs=results/mnist/anp_vs,results/mnist/at \
       --data_dir=../shared/data [--examples=1024] [--batch=1024] [--queries=5000]
 
-Prints one JSON object per run: per stage of the cascade (APGD-CE, APGD-T, Square) its wall
-seconds and the robust fraction after it; the model's forward throughput (images/s, best of 5,
+Prints one JSON object per run: per stage of the cascade (APGD-CE, APGD-T, FAB-T, Square) its
+wall seconds and the robust fraction after it; the model's forward throughput (images/s, best of 5,
 on the attack's crafting function: the compact network of a pruned run); and Square's floor,
 the seconds its forward passes alone need: (examples robust when Square starts) x queries /
 throughput. Square stops early only on the examples it fools, so on a robust model its time is

@@ -106,7 +106,8 @@ def compare(run_dir, row, dataset="mnist"):
   name, paper = PAPER[dataset][row]
   path = os.path.join(run_dir, row, "eval.json")
   out = dict(row=row, model=name, paper=dict(zip(COLUMNS, paper)) if paper else None,
-             ours=None, worst_case=None, autoattack=None, former_worst_case=None, verdict=None)
+             ours=None, worst_case=None, autoattack=None, autoattack_fab_t=None,
+             former_worst_case=None, verdict=None)
   former = os.path.join(run_dir, row, "eval_strongest.json")
   if os.path.isfile(former):
     with open(former) as f:
@@ -118,6 +119,8 @@ def compare(run_dir, row, dataset="mnist"):
       result = json.load(f)
     out["ours"], out["worst_case"] = ours(result)
     out["autoattack"] = pct((result.get("per_attack") or {}).get("autoattack"))
+    spec = ((result.get("attack") or {}).get("specs") or {}).get("autoattack") or {}
+    out["autoattack_fab_t"] = "fab-t" in spec.get("stages", ("fab-t",))
     if paper:
       out["verdict"] = {c: verdict(c, out["paper"][c], out["ours"][c]) for c in COLUMNS}
   return out
@@ -125,6 +128,14 @@ def compare(run_dir, row, dataset="mnist"):
 
 def _cell(column, value):
   return "n/a" if value is None else format(value, _FORMAT.get(column, ".2f"))
+
+
+def _aa_cell(row):
+  """AutoAttack's cell; '(no FAB-T)' where its cascade ran without FAB-T (eval.json files
+  written before FAB-T joined it)."""
+  cell = _cell("", row["autoattack"])
+  return cell + (" (no FAB-T)" if row["autoattack"] is not None
+                 and not row.get("autoattack_fab_t") else "")
 
 
 def overstatement(rows):
@@ -138,7 +149,7 @@ def overstatement(rows):
       continue
     aa, pgd, former = r["autoattack"], r["ours"]["white_box"], r["former_worst_case"]
     gap = lambda v: "n/a" if v is None else f"{v - aa:.2f}"  # noqa: E731
-    lines.append(f"| {r['model']} | {_cell('', pgd)} | {_cell('', former)} | {aa:.2f} | "
+    lines.append(f"| {r['model']} | {_cell('', pgd)} | {_cell('', former)} | {_aa_cell(r)} | "
                  f"{gap(pgd)} | {gap(former)} |")
   return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
@@ -154,7 +165,7 @@ def markdown(rows):
       lines.append(f"| {r['model']}, ours | not evaluated |" + " |" * (len(HEADER) + 1))
       continue
     lines.append(f"| {r['model']}, ours | " + " | ".join(_cell(c, r["ours"][c]) for c in COLUMNS)
-                 + f" | {_cell('', r['autoattack'])} | {_cell('worst_case', r['worst_case'])} |")
+                 + f" | {_aa_cell(r)} | {_cell('worst_case', r['worst_case'])} |")
     if r["verdict"]:
       lines.append(f"| {r['model']}: met? | "
                    + " | ".join(r["verdict"][c] or "n/a" for c in COLUMNS) + " | | |")

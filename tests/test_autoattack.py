@@ -1,5 +1,8 @@
 """Square, APGD-T and the AutoAttack cascade (`attacks.square`, `attacks.autoattack`) on tiny
-models, and their place in --mode=eval: specs, per-stage accuracies, the gradient-free check."""
+models, and their place in --mode=eval: specs, per-stage accuracies, the gradient-free check.
+FAB-T itself: tests/test_fab.py."""
+
+import importlib
 
 import numpy as np
 import pytest
@@ -153,8 +156,9 @@ def test_autoattack_cascade_catches_masked_gradients_with_square():
   y = tf.constant([0, 0, 1])  # the last one is misclassified at x: not attacked
   x_adv, stages = attacks.autoattack(model, x, y, 0.3, steps=10, targets=2, queries=300,
                                      seed=0, return_stages=True)
-  np.testing.assert_array_equal(stages.numpy(), [[1, 1, 0], [1, 1, 0], [0, 0, 0]])
-  assert attacks.autoattack_stages() == ("apgd-ce", "apgd-t", "square")
+  # APGD-CE, APGD-T and FAB-T follow the zero gradient nowhere; Square finds the patch.
+  np.testing.assert_array_equal(stages.numpy(), [[1, 1, 0], [1, 1, 0], [1, 1, 0], [0, 0, 0]])
+  assert attacks.autoattack_stages() == ("apgd-ce", "apgd-t", "fab-t", "square")
   assert attacks.autoattack_stages("rand") == ("apgd-ce", "apgd-dlr")
   assert not np.any(attacks.correct(model, x_adv, y).numpy())
   np.testing.assert_array_equal(x_adv[2], x[2])
@@ -176,17 +180,45 @@ def test_autoattack_is_at_least_as_strong_as_each_stage_and_compiles():
   assert robust.sum() <= alone.sum()
 
 
+def test_fab_t_runs_in_the_cascade_only_on_the_examples_apgd_left(monkeypatch):
+  model = fn_of(conv_model(seed=5))
+  x = tf.constant(np.random.RandomState(4).uniform(0, 1, (40, 8, 8, 3)).astype(np.float32))
+  y = tf.argmax(model(x), -1)
+  y = tf.where(tf.range(40) < 3, (y + 1) % N_CLASSES, y)  # misclassified clean: not attacked
+  seen = []
+  module = importlib.import_module("attacks.autoattack")  # attacks.autoattack: the function
+  real = module.fab_targeted
+
+  def spy(model_fn, xs, ys, eps, steps, **kw):
+    seen.append((xs.numpy(), ys.numpy(), eps, steps, kw["n_targets"]))
+    return real(model_fn, xs, ys, eps, steps, **kw)
+
+  monkeypatch.setattr(module, "fab_targeted", spy)
+  _, stages = attacks.autoattack(model, x, y, 0.08, steps=5, targets=3, queries=20, seed=0,
+                                 return_stages=True)
+  stages = stages.numpy()
+  assert stages.shape == (4, 40) and len(seen) == 1
+  xs, ys, eps, steps, targets = seen[0]
+  after_apgd = stages[1].astype(bool)
+  assert 0 < after_apgd.sum() < 37  # APGD fooled some, left some
+  np.testing.assert_array_equal(xs, x.numpy()[after_apgd])  # the clean points of those left
+  np.testing.assert_array_equal(ys, y.numpy()[after_apgd])
+  assert (eps, steps, targets) == (0.08, 5, 3)
+  assert np.all(stages[2] <= stages[1]) and np.all(stages[3] <= stages[2])
+
+
 def test_attack_names_and_specs():
   assert attack_specs.attack_names("strongest,autoattack") == attack_specs.STRONGEST + (
       "autoattack",)
   assert "square" in attack_specs.STRONGEST
   cfg = Config(mode="eval", attack="pgd,autoattack", square_queries=50).resolved()
   specs = attack_specs.attack_specs(cfg)
-  assert specs["autoattack"].as_dict()["stages"] == ["apgd-ce", "apgd-t", "square"]
+  assert specs["autoattack"].as_dict()["stages"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
   assert specs["autoattack"].as_dict()["steps"] == attack_specs.AUTOATTACK_STEPS
   assert specs["autoattack"].queries == 50
   attack = attack_specs.make_attack(specs["autoattack"])
-  assert attack.stages == ("apgd-ce", "apgd-t", "square")
+  assert attack.stages == ("apgd-ce", "apgd-t", "fab-t", "square")
+  assert attack_specs.attack_names("fab-t,autoattack") == ("fab-t", "autoattack")
   for bad in ("autoattack,autoattack", "square,bogus"):
     with pytest.raises(UserError, match="--attack"):
       Config(mode="eval", attack=bad).resolved()
@@ -201,4 +233,8 @@ def test_gradient_free_check():
   assert not check["passed"]
   assert check["found_only_by_gradient_free"] == pytest.approx(0.05)
   assert sanity.gradient_free_check(dict(per, **{"autoattack/square": 0.745}), 0.015)["passed"]
+  # With FAB-T in the cascade, what Square alone finds is counted after FAB-T.
+  with_fab = dict(per, **{"autoattack/fab-t": 0.71})
+  assert sanity.gradient_free_check(with_fab, 0.015)["passed"]
+  assert sanity.gradient_free_check(with_fab, 0.015)["gradient_attacks_acc"] == 0.71
   assert sanity.gradient_free_check({"pgd": 0.5}, 0.015) is None

@@ -294,9 +294,9 @@ def test_autoattack_column_and_its_stages(runs):
   result = evaluate.run_eval(eval_cfg(runs["target"], attack="pgd,autoattack", eval_examples=128,
                                       square_queries=50), mnist_slice(), verbose=False)
   per = result["per_attack"]
-  assert list(per) == ["pgd", "autoattack/apgd-ce", "autoattack/apgd-t", "autoattack/square",
-                       "autoattack"]
-  stages = [per[f"autoattack/{s}"] for s in ("apgd-ce", "apgd-t", "square")]
+  assert list(per) == ["pgd", "autoattack/apgd-ce", "autoattack/apgd-t", "autoattack/fab-t",
+                       "autoattack/square", "autoattack"]
+  stages = [per[f"autoattack/{s}"] for s in ("apgd-ce", "apgd-t", "fab-t", "square")]
   assert stages == sorted(stages, reverse=True)  # the cascade only removes examples
   assert per["autoattack"] <= stages[-1] + 1 / 128  # judged by the net, crafted on its compact twin
   assert per["autoattack"] <= per["pgd"] + 0.02

@@ -91,9 +91,10 @@ def test_per_attack_table_for_strongest_runs(tmp_path):
 def test_autoattack_columns_name_their_stages_and_budgets(tmp_path):
   aa = fake_eval("anp_vs", 0.99, 0.70, 0.02, [7, 25, 105, 30])
   specs = {"pgd": dict(aa["attack"]),
-           "autoattack": dict(aa["attack"], name="autoattack", steps=100, queries=5000)}
+           "autoattack": dict(aa["attack"], name="autoattack", steps=100, queries=5000,
+                              stages=["apgd-ce", "apgd-t", "fab-t", "square"])}
   aa.update(per_attack={"pgd": 0.88, "autoattack/apgd-ce": 0.76, "autoattack/apgd-t": 0.74,
-                        "autoattack/square": 0.70, "autoattack": 0.70},
+                        "autoattack/fab-t": 0.73, "autoattack/square": 0.70, "autoattack": 0.70},
             attack=dict(aa["attack"], name="pgd,autoattack", attacks=["pgd", "autoattack"],
                         specs=specs))
   short = fake_eval("at", 0.99, 0.80, 0.02, [20, 50, 800, 500])
@@ -102,10 +103,18 @@ def test_autoattack_columns_name_their_stages_and_budgets(tmp_path):
   report.run_report(Config(mode="report", runs=runs, report_dir=str(tmp_path / "o")))
   text = (tmp_path / "o" / "report.md").read_text()
   assert ("| Model | PGD-40 | AutoAttack to APGD-CE-100 | AutoAttack to APGD-T-100 | "
-          "AutoAttack to Square-5000 | AutoAttack | Worst case |") in text
-  assert "| ANP-VS | 88.00 | 76.00 | 74.00 | 70.00 | 70.00 | 70.00 |" in text
-  assert "| AT | 80.00 (PGD-20) |  |  |  |  | 80.00 |" in text
+          "AutoAttack to FAB-T-100 | AutoAttack to Square-5000 | AutoAttack | Worst case |") in text
+  assert "| ANP-VS | 88.00 | 76.00 | 74.00 | 73.00 | 70.00 | 70.00 | 70.00 |" in text
+  assert "| AT | 80.00 (PGD-20) |  |  |  |  |  | 80.00 |" in text
   assert "| ANP-VS | 99.00 | 88.00 | 70.00 | 70.00 | n/a |" in text
+  # An evaluation made before FAB-T joined the cascade says so in its header and cell.
+  specs["autoattack"]["stages"] = ["apgd-ce", "apgd-t", "square"]
+  del aa["per_attack"]["autoattack/fab-t"]
+  write_run(tmp_path / "a", aa)
+  report.run_report(Config(mode="report", runs=runs, report_dir=str(tmp_path / "o")))
+  text = (tmp_path / "o" / "report.md").read_text()
+  assert "| AutoAttack without FAB-T to Square-5000 | AutoAttack without FAB-T |" in text
+  assert "| ANP-VS | 99.00 | 88.00 | 70.00 (no FAB-T) | 70.00 | n/a |" in text
 
 
 def test_same_method_twice_gets_folder_names(tmp_path):
@@ -194,6 +203,8 @@ def test_paper_comparison_says_per_column_whether_it_is_met(tmp_path):
   write_run(tmp_path / "at_old", at)
   os.replace(tmp_path / "at_old" / "eval.json", tmp_path / "at" / "eval_strongest.json")
   at.update(adv_acc=0.6512, per_attack={"pgd": 0.8856, "autoattack": 0.6590})
+  at["attack"]["specs"] = {"autoattack": dict(name="autoattack",
+                                              stages=["apgd-ce", "apgd-t", "fab-t", "square"])}
   write_run(tmp_path / "at", at)
   row = paper.compare(str(tmp_path), "at")
   assert row["autoattack"] == pytest.approx(65.90)
@@ -201,3 +212,8 @@ def test_paper_comparison_says_per_column_whether_it_is_met(tmp_path):
   table = paper.markdown([row])
   assert "| AT, ours | 99.23 | 88.56 | n/a | 0.045 | n/a | 100.00 | 1.00 | 0.00 | 65.90 | 65.12 |" in table
   assert "| AT | 88.56 | 72.96 | 65.90 | 22.66 | 7.06 |" in table
+  # A cascade without FAB-T (evaluated before it joined) is named so.
+  at["attack"]["specs"]["autoattack"]["stages"].remove("fab-t")
+  write_run(tmp_path / "at", at)
+  table = paper.markdown([paper.compare(str(tmp_path), "at")])
+  assert "| AT | 88.56 | 72.96 | 65.90 (no FAB-T) | 22.66 | 7.06 |" in table

@@ -4,23 +4,22 @@ turns it into `attack(model_fn, x, y) -> x_adv` from the `attacks` package; `att
 the spec(s) a resolved config asks for (a comma-separated list; `strongest` stands for every
 attack of STRONGEST, the worst case per example); `clip_range` is the box adversarial examples
 are clipped to. AutoAttack (`autoattack`, `autoattack-rand`) runs with its published budget
-(AUTOATTACK_STEPS APGD iterations, 9 APGD-T targets, `--square_queries`), whatever
-`--attack_steps` says; its attack also reports which examples survive each of its stages
-(`attack.stages`, `attack.with_stages`). EVAL_BATCH, the batch size of the sanity checks'
+(AUTOATTACK_STEPS APGD and FAB-T iterations, 9 APGD-T and FAB-T targets, `--square_queries`),
+whatever `--attack_steps` says; its attack also reports which examples survive each of its
+stages (`attack.stages`, `attack.with_stages`). EVAL_BATCH, the batch size of the sanity checks'
 attacks, lives here so that `anp.evaluation.sanity` need not import `anp.evaluation.evaluate`.
 """
 
 import dataclasses
 
 import attacks
+from anp.config import ATTACKS
 from anp.errors import UserError
 
-ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t", "cw", "square", "autoattack",
-           "autoattack-rand")
 STRONGEST = ("pgd", "apgd-ce", "apgd-dlr", "cw", "square")
 AUTOATTACK = {"autoattack": "standard", "autoattack-rand": "rand"}
 AUTOATTACK_STEPS = 100
-APGD_T_TARGETS = 9
+APGD_T_TARGETS = 9  # the target classes of APGD-T and FAB-T (AutoAttack's 9)
 EVAL_BATCH = 256
 
 
@@ -74,11 +73,14 @@ def make_attack(spec):
   elif spec.name == "apgd-t":
     fn, kw = attacks.apgd_targeted, dict(eps=spec.eps, steps=spec.steps,
                                          targets=APGD_T_TARGETS, **common)
+  elif spec.name == "fab-t":  # its restarts after the first start at random points
+    fn, kw = attacks.fab_targeted, dict(eps=spec.eps, steps=spec.steps,
+                                        n_targets=APGD_T_TARGETS, restarts=spec.restarts, **box)
   else:
     fn, kw = attacks.apgd, dict(eps=spec.eps, steps=spec.steps,
                                 loss="ce" if spec.name == "apgd-ce" else "dlr", **common)
 
-  if spec.restarts > 1 and spec.name != "fgsm":
+  if spec.restarts > 1 and spec.name not in ("fgsm", "fab-t"):
     def attack(model_fn, x, y):
       return attacks.attack_with_restarts(fn, model_fn, x, y, spec.restarts, **kw)
   else:

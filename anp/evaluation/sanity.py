@@ -70,12 +70,14 @@ def input_gradients(net, x, y, batch=EVAL_BATCH):
 def gradient_free_check(per_attack, tol):
   """Check 9, gradient_free_not_stronger, from an evaluation's per-attack accuracies, or None.
 
-  In AutoAttack's cascade Square runs only on the examples APGD-CE and APGD-T did not fool, so
-  `<autoattack>/apgd-t - <autoattack>/square` is the fraction of examples that only the
-  gradient-free attack finds. More than `tol` of them means the gradients mislead the
-  gradient attacks (masked or obfuscated gradients, Athalye et al. 2018).
+  In AutoAttack's cascade Square runs only on the examples the gradient attacks (APGD-CE,
+  APGD-T and FAB-T) did not fool, so `<autoattack>/fab-t - <autoattack>/square` is the
+  fraction of examples that only the gradient-free attack finds (`<autoattack>/apgd-t` in
+  evaluations made before the cascade had FAB-T). More than `tol` of them means the gradients
+  mislead the gradient attacks (masked or obfuscated gradients, Athalye et al. 2018).
   """
-  gradient, free = per_attack.get("autoattack/apgd-t"), per_attack.get("autoattack/square")
+  gradient = per_attack.get("autoattack/fab-t", per_attack.get("autoattack/apgd-t"))
+  free = per_attack.get("autoattack/square")
   if gradient is None or free is None:
     return None
   return dict(gradient_attacks_acc=gradient, gradient_free_acc=free,

@@ -62,13 +62,16 @@ def attack_accuracy(result, attack):
 
 def _attack_cell(result, attack):
   """A white-box cell: the attack's accuracy, its label added where it is not the header's
-  (PGD with other than 40 steps, AutoAttack's rand version)."""
+  (PGD with other than 40 steps, AutoAttack's rand version, a standard AutoAttack whose
+  cascade had no FAB-T: eval.json files written before it joined)."""
   acc, spec = attack_accuracy(result, attack)
   cell = _fmt(acc, ".2f", 100)
   if acc is not None and attack == "pgd" and spec.get("steps") != PAPER_PGD_STEPS:
     cell += f" ({attack_label(spec)})"
   if acc is not None and attack == "autoattack" and spec.get("name") == "autoattack-rand":
     cell += " (rand)"
+  elif acc is not None and attack == "autoattack" and not _with_fab_t(spec):
+    cell += " (no FAB-T)"
   return cell
 
 
@@ -135,14 +138,22 @@ def attack_label(spec):
   """'PGD-40', 'APGD-CE-100', 'Square-5000', 'AutoAttack' of an attack's spec dict."""
   name = spec["name"]
   if name.startswith("autoattack"):
-    return "AutoAttack" + ("-rand" if name.endswith("rand") else "")
+    if name.endswith("rand"):
+      return "AutoAttack-rand"
+    return "AutoAttack" + ("" if _with_fab_t(spec) else " without FAB-T")
   if name == "square":
     return f"Square-{spec.get('queries')}"
   return f"{name.upper()}-{spec['steps']}"
 
 
+def _with_fab_t(spec):
+  """Whether a standard AutoAttack spec's recorded cascade had FAB-T (specs that record no
+  stages are taken as they read)."""
+  return "fab-t" in spec.get("stages", ("fab-t",))
+
+
 STAGE_LABELS = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T",
-                "square": "Square"}
+                "fab-t": "FAB-T", "square": "Square"}
 
 
 def per_attack_label(result, key):
