@@ -1,6 +1,6 @@
 """The reproduction's rows beside the paper's, column by column, and whether each is met.
 
-  python results/paper.py results/mnist [--dataset=mnist] [--rows=standard,bp,at,anp_vs] [--json]
+  python results/paper.py results/mnist [--paper_table=mnist] [--rows=standard,at,anp_vs] [--json]
 
 Reads `<dir>/<row>/eval.json` of each row (a row without one is listed as not evaluated) and
 prints a markdown table: per model the paper's line, ours, and a line saying per column
@@ -16,7 +16,7 @@ per row instead.
 The paper's numbers are Table 1 of Madaan et al. (ICML 2020), MNIST / LeNet5-Caffe and
 CIFAR-10 / VGG-16, as the original README lists them (means over five runs; it gives no
 spread, so the tolerances below are this project's convention, not a confidence interval).
-ANP without VS has no row there. --dataset picks the table (default: the name of RESULTS_DIR
+ANP without VS has no row there. --paper_table picks the table (default: the name of RESULTS_DIR
 when it is one of them, else mnist); --rows defaults to every row of that table.
 """
 
@@ -26,7 +26,8 @@ import os
 from absl import app, flags
 
 flags.DEFINE_list("rows", None, "Run folders under DIR (default: the table's rows).")
-flags.DEFINE_enum("dataset", None, ["mnist", "cifar10"], "Whose table of the paper.")
+flags.DEFINE_enum("paper_table", None, ["mnist", "cifar10"],
+                  "The paper's table to compare with (default: RESULTS_DIR's name if it is one).")
 flags.DEFINE_bool("json", False, "One JSON object per row instead of the markdown table.")
 FLAGS = flags.FLAGS
 
@@ -179,7 +180,7 @@ def main(argv):
   if len(argv) != 2:
     raise app.UsageError("usage: python results/paper.py RESULTS_DIR (e.g. results/mnist)")
   folder = os.path.basename(os.path.normpath(argv[1]))
-  dataset = FLAGS.dataset or (folder if folder in PAPER else "mnist")
+  dataset = FLAGS.paper_table or (folder if folder in PAPER else "mnist")
   table = PAPER[dataset]
   unknown = [r for r in FLAGS.rows or () if r not in table]
   if unknown:
