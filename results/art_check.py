@@ -103,17 +103,6 @@ def budgets(apgd_steps, square_queries, square_rescale_schedule=False):
           "square": f"Square ({square_queries} q.{rescaled})"}
 
 
-def eval_images(dataset, data_dir, examples, preprocess):
-  """The first `examples` test images as --mode=eval feeds them (float32 NHWC) and labels."""
-  _, _, x_te, y_te = data.load_arrays(dataset, data_dir, test_only=True)
-  n = min(examples, len(x_te))
-  xs, ys = [], []
-  for x, y in data.make_dataset(x_te[:n], y_te[:n], 1024, training=False,
-                                preprocess=preprocess):
-    xs.append(x.numpy()), ys.append(y.numpy())
-  return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
-
-
 def predictions(net, x, batch=1024):
   """Class predictions of net(x, training=False), in batches."""
   return np.concatenate([np.argmax(net(x[i:i + batch], training=False).numpy(), axis=-1)
@@ -275,7 +264,7 @@ def check(runs, data_dir=None, *, examples=1000, eps=0.3, apgd_steps=100, square
   for path in runs:
     net, run_cfg, _ = load_model(path, Config(dataset="mnist").resolved())
     info = data.dataset_info(run_cfg.dataset)
-    x, y = eval_images(run_cfg.dataset, data_dir, examples, run_cfg.preprocess)
+    x, y = data.eval_images(run_cfg.dataset, data_dir, examples, run_cfg.preprocess)
     result = compare_model(net, x, y, eps=eps, apgd_steps=apgd_steps,
                            square_queries=square_queries, p_init=p_init,
                            square_rescale_schedule=square_rescale_schedule, seed=seed,

@@ -70,17 +70,6 @@ def define_flags():
   flags.DEFINE_string("out_dir", None, "Folder for fab_check.json and fab_check.md.")
 
 
-def eval_images(dataset, data_dir, examples, preprocess):
-  """The first `examples` test images as --mode=eval feeds them (float32 NHWC) and labels."""
-  _, _, x_te, y_te = data.load_arrays(dataset, data_dir, test_only=True)
-  n = min(examples, len(x_te))
-  xs, ys = [], []
-  for x, y in data.make_dataset(x_te[:n], y_te[:n], 1024, training=False,
-                                preprocess=preprocess):
-    xs.append(x.numpy()), ys.append(y.numpy())
-  return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
-
-
 def cascade(craft, x, y, *, eps, steps, targets, queries, seed, batch, clip, verbose=True,
             label="model"):
   """Runs the standard cascade's stages on (x, y) in batches; returns (x_adv, robust [N] after
@@ -120,7 +109,7 @@ def check_run(path, data_dir=None, *, examples=1000, eps=0.3, steps=100, targets
   """The result dict of one run directory."""
   load_before = os.getloadavg()[0]
   net, run_cfg, _ = load_model(path, Config(dataset="mnist").resolved())
-  x, y = eval_images(run_cfg.dataset, data_dir, examples, run_cfg.preprocess)
+  x, y = data.eval_images(run_cfg.dataset, data_dir, examples, run_cfg.preprocess)
   craft = net.attack_fn() if hasattr(net, "attack_fn") else (
       lambda t: net(t, training=False))
   clip = clip_range(run_cfg.preprocess)

@@ -219,3 +219,14 @@ def make_dataset(x, y, batch_size, *, training, augment=False, seed=None, prepro
     ds = ds.map(lambda images, labels: (_to_float(images, preprocess), labels),
                 num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_images(name, data_dir, examples, preprocess="pixel"):
+  """(x float32 NHWC, y int64) of the first `examples` test images, as --mode=eval feeds them
+  (`make_dataset` with `preprocess`), as NumPy arrays."""
+  _, _, x_te, y_te = load_arrays(name, data_dir, test_only=True)
+  n = min(examples, len(x_te))
+  xs, ys = [], []
+  for x, y in make_dataset(x_te[:n], y_te[:n], 1024, training=False, preprocess=preprocess):
+    xs.append(x.numpy()), ys.append(y.numpy())
+  return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
