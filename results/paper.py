@@ -3,7 +3,7 @@
   python results/paper.py results/mnist [--paper_table=mnist] [--rows=standard,at,anp_vs] [--json]
 
 Reads `<dir>/<row>/eval.json` of each row (a row without one is listed as not evaluated) and
-prints a markdown table: per model the paper's line, ours, and a line saying per column
+prints a title, a legend and a markdown table: per model the paper's line, ours, and a line saying per column
 whether ours is within TOLERANCE of the paper's number ("met"), else by how much it is above
 or below. The white-box column is PGD-40, the paper's attack (`per_attack['pgd']`); AutoAttack
 (`per_attack['autoattack']`, `--attack=pgd,autoattack`) and the worst case of all our attacks
@@ -22,6 +22,7 @@ when it is one of them, else mnist); --rows defaults to every row of that table.
 
 import json
 import os
+import textwrap
 
 from absl import app, flags
 
@@ -119,12 +120,32 @@ def compare(run_dir, row, dataset="mnist"):
     with open(path) as f:
       result = json.load(f)
     out["ours"], out["worst_case"] = ours(result)
+    out["attacks"] = attack_names(result.get("attack") or {})
     out["autoattack"] = pct((result.get("per_attack") or {}).get("autoattack"))
     spec = ((result.get("attack") or {}).get("specs") or {}).get("autoattack") or {}
     out["autoattack_fab_t"] = "fab-t" in spec.get("stages", ("fab-t",))
     if paper:
       out["verdict"] = {c: verdict(c, out["paper"][c], out["ours"][c]) for c in COLUMNS}
   return out
+
+
+def attack_names(attack):
+  """The attacks of an evaluation as table labels, e.g. ['PGD-40', 'AutoAttack']."""
+  steps = attack.get("steps", 40)
+  label = {"pgd": f"PGD-{steps}", "apgd-ce": f"APGD-CE-{steps}", "apgd-dlr": f"APGD-DLR-{steps}",
+           "apgd-t": f"APGD-T-{steps}", "cw": f"CW-{steps}", "fab-t": f"FAB-T-{steps}",
+           "fgsm": "FGSM", "square": "Square", "autoattack": "AutoAttack",
+           "autoattack-rand": "AutoAttack-rand"}
+  names = attack.get("attacks") or [attack.get("name", "pgd")]
+  return [label.get(a, a) for a in names]
+
+
+def worst_case_header(rows):
+  """'Worst case (A, B)' naming the attacks when every evaluated row ran the same ones."""
+  lists = {tuple(r.get("attacks") or ()) for r in rows if r["ours"] is not None}
+  if len(lists) == 1 and next(iter(lists)):
+    return "Worst case (" + ", ".join(next(iter(lists))) + ")"
+  return "Worst case (each row's attacks)"
 
 
 def _cell(column, value):
@@ -156,7 +177,7 @@ def overstatement(rows):
 
 
 def markdown(rows):
-  lines = ["| Model | " + " | ".join(HEADER) + " | AutoAttack | Worst case of our attacks |",
+  lines = ["| Model | " + " | ".join(HEADER) + f" | AutoAttack | {worst_case_header(rows)} |",
            "| --- " * (len(HEADER) + 3) + "|"]
   for r in rows:
     if r["paper"]:
@@ -191,6 +212,18 @@ def main(argv):
     for r in rows:
       print(json.dumps(r))
   else:
+    legend = textwrap.fill(
+          f"Made by `python results/paper.py {argv[1]} > "
+          f"{os.path.join(argv[1], 'report', 'paper.md')}` from each row's eval.json. Accuracies "
+          "in %, Memory in % of the full network, Flops as the speed-up ratio, Sparsity in % of "
+          "units pruned. White box (PGD-40): 40 steps of PGD, the paper's attack; Black box: "
+          "PGD-40 transferred from the row's source model; AutoAttack: the standard cascade "
+          "(cells marked (no FAB-T) ran it without FAB-T); Worst case: an example counts as "
+          "robust only if every listed attack fails. 'met?': within 1.5 points of the paper's "
+          "accuracy or Sparsity, 1 point of its Memory, 10% of its vulnerability or Flops.",
+          width=100, break_on_hyphens=False)
+    title = "MNIST" if dataset == "mnist" else "CIFAR-10"
+    print(f"# {title}: the reproduction beside the paper's table\n\n{legend}\n")
     print(markdown(rows), end="")
 
 

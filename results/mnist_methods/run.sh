@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 10's short-run table: every method with the same budget on real MNIST (LeNet5).
+# The one-epoch table: every method with the same budget on real MNIST (LeNet5).
 # Each trained stage is 1 epoch (937 steps of batch 64, PGD-20 training attack where the method
 # attacks), from the 200-epoch standard base of the reproduction (results/mnist/standard)
 # unless the method defines its own start: AT-BNN and the AWT search start from random

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Issue 9's short-schedule table: the paper's five MNIST rows with the same budget, so that
-# trends are visible while the 200-epoch rows run. NOT the paper's schedule.
+# The short-schedule table: the paper's five MNIST rows with the same budget, so that trends
+# are visible at a twentieth of the cost. NOT the paper's schedule.
 #
 # Every trained row is 10 epochs (9,370 steps of batch 64; the learning rate drops at the same
 # fractions of the run as in the 200-epoch schedule), PGD-20 as the training attack where the
@@ -12,7 +12,7 @@
 # of PGD-40, APGD-CE, APGD-DLR and CW (eps 0.3); gradient-masking sanity checks on 1,000
 # images; black box = PGD-40 examples of an AT model trained separately from scratch
 # (results/mnist/at at the end of its epoch 38, commit a78fd1e, exported to
-# bb_source_at_epoch38/ so that this table can be re-checked without that history). The
+# bb_source_at_epoch38/ so that this table can be re-checked without that checkpoint). The
 # original attacks the rows it trained without --adv_train (Standard, BP) from a separately
 # trained *standard* model instead: those two rows are evaluated a second time, PGD-40 white
 # box and black box from results/mnist/standard_source, into standard_stdsource/ and
