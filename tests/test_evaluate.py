@@ -62,6 +62,14 @@ def test_table_row_formats_like_the_readme():
   assert header == ("| Model | Clean Acc. | White box PGD-40 acc. | White box AutoAttack acc. | "
                     "White box worst case acc. | Black box acc. (PGD-40 transfer) | White Box "
                     "Vulnerability | Black Box Vulnerability | Memory | Flops | Sparsity |")
+  # The worst case names its attacks: those of every row, or says they differ.
+  pgd_aa = dict(result, attack=dict(name="pgd", attacks=["pgd", "autoattack"], steps=40,
+                                    specs=dict(pgd=dict(name="pgd", steps=40),
+                                               autoattack=dict(name="autoattack", steps=100))))
+  assert tables.columns([pgd_aa, pgd_aa])[4] == "White box worst case acc. (PGD-40, AutoAttack)"
+  assert tables.columns([pgd_aa, result])[4] == "White box worst case acc. (each row's attacks)"
+  assert tables.markdown_table([], [result]).splitlines()[0].split(" | ")[4] == \
+      "White box worst case acc. (PGD-20)"
 
 
 def test_eval_writes_paper_table_blackbox_and_sanity(runs, tmp_path):

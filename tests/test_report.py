@@ -59,8 +59,8 @@ def test_report_table_and_figures(tmp_path):
 
   text = (out / "report.md").read_text()
   assert ("| Model | Clean Acc. | White box PGD-40 acc. | White box AutoAttack acc. | White box "
-          "worst case acc. | Black box acc. (PGD-40 transfer) | White Box Vulnerability | Black "
-          "Box Vulnerability | Memory | Flops | Sparsity |") in text
+          "worst case acc. (PGD-40) | Black box acc. (PGD-40 transfer) | White Box Vulnerability | "
+          "Black Box Vulnerability | Memory | Flops | Sparsity |") in text
   assert ("| Standard | 99.29 | 0.00 | n/a | 0.00 | 8.02 | 0.129 | 0.113 | 100.00 | 1.00 | 0.00 |"
           in text)
   sparsity = 100 * (1 - 167 / 1370)
@@ -83,7 +83,8 @@ def test_per_attack_table_for_strongest_runs(tmp_path):
                                                        [20, 50, 800, 500]))])
   report.run_report(Config(mode="report", runs=runs, report_dir=str(tmp_path / "o")))
   text = (tmp_path / "o" / "report.md").read_text()
-  assert "| Model | PGD-40 | APGD-CE-40 | APGD-DLR-40 | CW-40 | Worst case |" in text
+  assert ("| Model | PGD-40 | APGD-CE-40 | APGD-DLR-40 | CW-40 | "
+          "Worst case (each row's attacks) |") in text
   assert "| ANP-VS | 90.00 | 87.00 | 86.00 | 88.00 | 85.00 |" in text
   assert "| Standard | 0.00 |  |  |  | 0.00 |" in text
 
@@ -103,7 +104,8 @@ def test_autoattack_columns_name_their_stages_and_budgets(tmp_path):
   report.run_report(Config(mode="report", runs=runs, report_dir=str(tmp_path / "o")))
   text = (tmp_path / "o" / "report.md").read_text()
   assert ("| Model | PGD-40 | AutoAttack to APGD-CE-100 | AutoAttack to APGD-T-100 | "
-          "AutoAttack to FAB-T-100 | AutoAttack to Square-5000 | AutoAttack | Worst case |") in text
+          "AutoAttack to FAB-T-100 | AutoAttack to Square-5000 | AutoAttack | "
+          "Worst case (each row's attacks) |") in text
   assert "| ANP-VS | 88.00 | 76.00 | 74.00 | 73.00 | 70.00 | 70.00 | 70.00 |" in text
   assert "| AT | 80.00 (PGD-20) |  |  |  |  |  | 80.00 |" in text
   assert "| ANP-VS | 99.00 | 88.00 | 70.00 | 70.00 | n/a |" in text

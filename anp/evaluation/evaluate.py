@@ -216,7 +216,7 @@ def _run_eval(cfg, arrays, verbose, strategy):
   if distribute.is_chief(strategy):  # every worker computed the same result
     os.makedirs(out_dir, exist_ok=True)
     write_whole(os.path.join(out_dir, "eval.json"), json.dumps(result, indent=2))
-    write_whole(os.path.join(out_dir, "eval.md"), markdown_table([table_cells(result)]))
+    write_whole(os.path.join(out_dir, "eval.md"), markdown_table([table_cells(result)], [result]))
   print(format_table(result))
-  print(markdown_table([table_cells(result)]), end="")
+  print(markdown_table([table_cells(result)], [result]), end="")
   return result

@@ -24,7 +24,8 @@ import numpy as np
 from anp.atomic import write_whole
 from anp.errors import UserError
 from anp.evaluation.evaluate import output_dir
-from anp.evaluation.tables import markdown_table, model_name, per_attack_label, table_cells
+from anp.evaluation.tables import (markdown_table, model_name, per_attack_label, table_cells,
+                                   worst_case_attacks)
 
 REQUIRED = ("clean_acc", "adv_acc")
 UNITS_PNG = "units_per_layer.png"
@@ -218,7 +219,7 @@ def attack_table(results, names):
         labels[a] = per_attack_label(r, a)
   if not any(len(r.get("per_attack") or {}) > 1 for r in results):
     return ""
-  header = ["Model"] + [labels[a] for a in attacks] + ["Worst case"]
+  header = ["Model"] + [labels[a] for a in attacks] + [f"Worst case ({worst_case_attacks(results)})"]
   lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
 
   def cell(r, a):  # a budget other than the header's is named in the cell
@@ -253,7 +254,7 @@ def run_report(cfg):
   for filename, plot in plots.items():
     paths.append(os.path.join(cfg.report_dir, filename))
     plot(results, names, paths[-1])
-  table = markdown_table([table_cells(r, n) for r, n in zip(results, names)])
+  table = markdown_table([table_cells(r, n) for r, n in zip(results, names)], results)
   dataset, preprocess = spaces[0]
   lines = ["# Evaluation report", "", f"Data set: **{dataset}**, input space: {preprocess}.", "",
            "Accuracies in %, vulnerability = mean |f(x) - f(x_adv)| of the latent features, "

@@ -13,8 +13,9 @@ from anp import methods
 
 # The white-box columns: PGD-40 (the paper's attack), AutoAttack (the field's standard) and the
 # per-example worst case of every attack the evaluation ran; the black box transfers PGD-40.
+WORST_CASE = "White box worst case acc."
 TABLE_COLUMNS = ("Model", "Clean Acc.", "White box PGD-40 acc.", "White box AutoAttack acc.",
-                 "White box worst case acc.", "Black box acc. (PGD-40 transfer)",
+                 WORST_CASE, "Black box acc. (PGD-40 transfer)",
                  "White Box Vulnerability", "Black Box Vulnerability", "Memory", "Flops",
                  "Sparsity")
 PAPER_PGD_STEPS = 40
@@ -91,10 +92,27 @@ def table_cells(result, name=None):
           _fmt(result.get("sparsity"), ".2f", 100)]
 
 
-def markdown_table(rows):
-  """A markdown table with the README's columns; `rows` are lists of cells."""
-  lines = ["| " + " | ".join(TABLE_COLUMNS) + " |",
-           "| " + " | ".join("---" for _ in TABLE_COLUMNS) + " |"]
+def worst_case_attacks(results):
+  """'PGD-40, AutoAttack': the attacks of the results' per-example worst case, when every
+  result ran the same ones; "each row's attacks" otherwise; '' without results."""
+  lists = {tuple(per_attack_label(r, a) for a in (r.get("attack") or {}).get("attacks")
+                 or [(r.get("attack") or {}).get("name")]) for r in results}
+  if len(lists) == 1:
+    return ", ".join(next(iter(lists)))
+  return "each row's attacks" if lists else ""
+
+
+def columns(results=()):
+  """TABLE_COLUMNS with the worst-case header naming its attacks (`worst_case_attacks`)."""
+  named = worst_case_attacks(results)
+  return tuple(f"{c} ({named})" if c == WORST_CASE and named else c for c in TABLE_COLUMNS)
+
+
+def markdown_table(rows, results=()):
+  """A markdown table with the README's columns; `rows` are lists of cells, `results` the
+  eval.json dicts they come from (they name the worst case's attacks in its header)."""
+  header = columns(results)
+  lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
   return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
