@@ -125,7 +125,7 @@ class _Builder:
       kernel[..., k_in, :] *= self.input_factors[t_in][:, None]
     bias = layer.bias.numpy()[k_out] if layer.use_bias else np.zeros(len(k_out), np.float32)
     dead = np.flatnonzero(~self.live[t_in])
-    extra = None
+    extra, use_bias = None, layer.use_bias
     if dead.size:
       v = self.values[t_in][..., dead]
       w = kernel[..., dead, :][..., k_out]
@@ -135,15 +135,18 @@ class _Builder:
       else:
         extra = (v @ w)[0]
       flat = extra.reshape(-1, len(k_out))
-      if np.all(flat == flat[:1]):
+      if not np.any(flat):
+        extra = None
+      elif np.all(flat == flat[:1]):
         bias, extra = bias + flat[0], None
+        use_bias = True
     width = dict(filters=len(k_out)) if isinstance(layer, layers.Conv2D) else dict(
         units=len(k_out))
     act = _activation(layer)
-    new = self.clone(layer, **width, use_bias=True,
+    new = self.clone(layer, **width, use_bias=use_bias,
                      activation="linear" if extra is not None else act)
     y = new(x)
-    self.weights[new] = [kernel[..., k_in, :][..., k_out], bias]
+    self.weights[new] = [kernel[..., k_in, :][..., k_out]] + ([bias] if use_bias else [])
     if extra is not None:
       add = AddMap(extra.shape, name=f"{layer.name}_pruned_inputs")
       y = layers.Activation(act, name=f"{layer.name}_activation")(add(y))
