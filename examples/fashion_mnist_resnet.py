@@ -6,7 +6,7 @@ Builds a small residual CNN, adds beta-Bernoulli masks (anp.add_masks), trains i
 (anp.adversarial, PGD in eps 0.3 as the paper's Fashion-MNIST runs), prints the evaluation
 table (clean, PGD-40, worst case of --attacks), compacts it (anp.compact), checks the compact
 logits, measures parameters and latency, exports a SavedModel (anp.export) and loads it in a
-fresh Python process to check its logits. Short by default (1 epoch on --train_examples).
+fresh Python process to check its logits. Short by default (2 epochs on --train_examples).
 """
 
 import argparse
@@ -70,9 +70,14 @@ def main():
   parser.add_argument("--data_dir", required=True, help="folder with the Fashion-MNIST .gz files")
   parser.add_argument("--train_examples", type=int, default=6000)
   parser.add_argument("--test_examples", type=int, default=500)
-  parser.add_argument("--epochs", type=int, default=1)
+  parser.add_argument("--epochs", type=int, default=2)
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--train_steps", type=int, default=20, help="PGD steps in training")
+  parser.add_argument("--a_init", type=float, default=2.0,
+                      help="initial raw a of the masks (2.0: E[pi] ~ 0.68 at the start, as "
+                      "VGG-16's conv masks; LeNet5's -1.0 gives ~0.24 and learns slower)")
+  parser.add_argument("--threshold", type=float, default=1e-3,
+                      help="E[pi] at or below which a unit is pruned (the CLI's --thres)")
   parser.add_argument("--attacks", default="pgd", help="e.g. pgd, strongest, autoattack")
   parser.add_argument("--export_dir", default=os.path.join(tempfile.mkdtemp(), "export"))
   parser.add_argument("--backup_dir", default=None, help="BackupAndRestore folder (resume)")
@@ -86,7 +91,7 @@ def main():
                               training=False)
 
   model = residual_cnn()
-  masked = anp.add_masks(model)
+  masked = anp.add_masks(model, a_init=args.a_init, threshold=args.threshold)
   print("mask sites:", masked.mask_sites())
   robust = anp.adversarial(masked, method="anp_vs", defaults="fashion_mnist",
                            steps=args.train_steps, n_train=args.train_examples)
@@ -116,7 +121,9 @@ def main():
       latency_ms_batch250=dict(masked=round(latency_ms(masked, x), 2),
                                compact=round(latency_ms(small, x), 2)),
       max_abs_logit_diff=dict(compact=diff, saved_model_fresh_process=served_diff),
-      saved_model=path)
+      saved_model=path,
+      expected_pi_quantiles_0_50_100={m.name: [round(float(q), 4) for q in np.quantile(
+          m.expected_pi().numpy(), [0, 0.5, 1])] for m in masked.masks})
   print(json.dumps(report, indent=2))
   assert diff <= 1e-4 and served_diff <= 1e-4, "compact or served logits differ"
 
