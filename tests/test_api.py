@@ -50,7 +50,7 @@ def residual():
 def batchnorm():
   return keras.Sequential([
       keras.Input((8, 8, 3)), L.Conv2D(7, 3, padding="same", name="c1"),
-      L.BatchNormalization(), L.ReLU(), L.AveragePooling2D(2),
+      L.BatchNormalization(), L.ReLU(max_value=1.0), L.AveragePooling2D(2),
       L.BatchNormalization(), L.Conv2D(5, 3, activation="elu", name="c2"), L.Flatten(),
       L.Dense(9, name="d1"), L.BatchNormalization(), L.Activation("tanh"),
       L.Dense(4, name="logits")], name="batchnorm")
@@ -131,6 +131,20 @@ def test_compact_logits_equal_the_masked_ones(build, shape):
   assert diff <= 1e-5
   assert small.count_params() < model.count_params()
   assert not any(isinstance(layer, BetaBernoulli) for layer in small.layers)
+
+
+def test_mask_values_do_not_fold_through_a_capped_relu():
+  # min(m y, cap) != m min(y, cap): the mask values must stay after ReLU(max_value).
+  model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(4, 3, name="c"),
+                            L.BatchNormalization(), L.ReLU(max_value=0.5), L.Flatten(),
+                            L.Dense(3)])
+  model.layers[1].set_weights([np.full(4, 5.0, np.float32), np.zeros(4, np.float32),
+                               np.zeros(4, np.float32), np.ones(4, np.float32)])
+  masked = anp.add_masks(model, mask_flatten=False)
+  prune_some(masked, fraction=0.3)
+  x, _ = data((6, 6, 2), n=8)
+  small = anp.compact(masked)
+  assert np.max(np.abs(masked(x).numpy() - small(x).numpy())) <= 1e-5
 
 
 def test_compact_removes_the_pruned_units_of_lenet():

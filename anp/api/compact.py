@@ -49,6 +49,13 @@ def _activation(layer):
   return getattr(getattr(layer, "activation", None), "__name__", "linear")
 
 
+def _homogeneous(layer):
+  """Whether `layer` is an activation layer with act(m z) = m act(z) for m > 0."""
+  if isinstance(layer, layers.ReLU):
+    return layer.max_value is None and not layer.threshold
+  return isinstance(layer, layers.Activation) and _activation(layer) in HOMOGENEOUS
+
+
 def _liveness(graph, keep):
   """({tensor: live [U] bool}, {tensor: needed [U] bool}) after the masks (see module doc)."""
   live = {graph.input: np.ones(graph.units(graph.input), bool)}
@@ -100,6 +107,7 @@ class _Builder:
     self.input_factors = {}  # tensor id -> mask values its one Conv2D / Dense reader absorbs
     self.pruned_inputs = {}  # new Conv2D / Dense -> (its AddMap, its activation)
     self.made = {}  # tensor id -> (compact KerasTensor, original unit indices it holds)
+    self.gathers = 0
 
   def adapt(self, t, want, layer):
     """The compact tensor of `t` holding exactly the units `want` (gathered if need be)."""
@@ -111,7 +119,9 @@ class _Builder:
       raise UnsupportedLayerError(
           f"Layer {layer.name!r} ({type(layer).__name__}): its inputs are pruned differently "
           "(a unit pruned in one input is live in another), which compaction cannot remove.")
-    return GatherFeatures([where[u] for u in want], name=f"{layer.name}_gather")(x)
+    self.gathers += 1
+    return GatherFeatures([where[u] for u in want],
+                          name=f"{layer.name}_gather{self.gathers}")(x)
 
   def clone(self, layer, **changes):
     return type(layer).from_config({**layer.get_config(), **changes})
@@ -187,10 +197,10 @@ class _Builder:
     """Folds a site's kept mask values into the layer that made it, or adds a Scale layer."""
     f = self.factors[s.output][self.kept[s.output]]
     target = new
-    if isinstance(new, (layers.ReLU, layers.Activation)) and _activation(new) in HOMOGENEOUS \
-        and not (isinstance(new, layers.ReLU) and (new.threshold or new.negative_slope)):
+    if _homogeneous(new):
       producer = next((p for p in self.graph.steps if p.output == s.inputs[0]), None)
-      if producer is not None and len(self.graph.consumers[producer.output]) == 1:
+      if (producer is not None and len(self.graph.consumers[producer.output]) == 1
+          and np.array_equal(self.kept[producer.output], self.kept[s.output])):
         target = self.created.get(id(producer.layer))
     add, act = self.pruned_inputs.get(target, (None, _activation(target)))
     if isinstance(target, LINEAR) and act in HOMOGENEOUS:
