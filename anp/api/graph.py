@@ -7,7 +7,7 @@ node comes after its inputs (`steps`) and decides where the masks go:
 * a mask *site* is the end of every Conv2D / Dense layer's unit block: the layer followed by the
   chain of BatchNormalization and activation layers that only it feeds (so the masked tensor is
   exactly 0 on a pruned unit whatever the activation); the layer that gives the logits carries
-  none. With `mask_flatten`, the output of a Flatten that feeds a Dense layer is a site too, as
+  none. With `mask_flatten`, the output of a Flatten read directly by a Dense layer is a site, as
   the flattened inputs of LeNet5's and VGG-16's first dense layer (`models.lenet`, `models.vgg`).
 * every tensor has a *channel space* (its last axis); Add / Subtract / Average join the spaces of
   their inputs, so that the sites of one joined space share one mask and a pruned unit is
@@ -15,6 +15,9 @@ node comes after its inputs (`steps`) and decides where the masks go:
   gets no mask (those channels cannot all be removed). Concatenate keeps one space per branch.
 
 Anything else is refused by `UnsupportedLayerError`, one line naming the layer and why.
+The graph is read from Keras 3's functional model (`_nodes_by_depth`, each node's operation,
+input and output KerasTensors and `arguments`; a Sequential model's `_functional`), the
+structure `keras.Model` itself runs.
 """
 
 import keras
