@@ -95,6 +95,40 @@ def test_masks_of_a_keras_lenet_are_those_of_models_lenet():
       id(v) for v in masked.base.trainable_variables}
 
 
+def test_a_keras_lenet_with_masks_computes_what_models_lenet_computes():
+  """Same weights and mask parameters: the same logits in inference and, with one seed, in
+  training (the masks draw from the same sites), and the same bp step of the common trainer."""
+  keras.utils.set_random_seed(0)
+  cli = LeNet5()
+  x, y = data((28, 28, 1), n=32, classes=10)
+  cli(x[:1])
+  masked = anp.add_masks(lenet())
+  for name in ("conv1", "conv2", "dense3", "dense4"):
+    masked.base.get_layer(name).set_weights(getattr(cli, name).get_weights())
+  rng = np.random.default_rng(1)
+  for ours, theirs in zip(masked.masks, cli.masks):
+    theirs.set_weights([rng.normal(0, 1, w.shape).astype("float32") for w in theirs.get_weights()])
+    ours.set_weights(theirs.get_weights())
+  np.testing.assert_allclose(masked(x).numpy(), cli(x).numpy(), atol=1e-5)
+  seed = tf.constant([3, 4])
+  np.testing.assert_allclose(masked(x, training=True, seed=seed).numpy(),
+                             cli(x, training=True, seed=seed).numpy(), atol=1e-5)
+  states = []
+  for net in (masked, cli):
+    robust = anp.adversarial(net, method="bp", n_train=1000)
+    robust.compile()
+    robust.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    states.append([v.numpy() for v in net.weight_variables + net.mask_variables])
+  for a, b in zip(*states):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  # The rest of the API takes the CLI's network too (its compaction: anp.deploy.compact).
+  ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+  ours, theirs = (anp.evaluate(net, ds, attacks="fgsm", flops=False) for net in (masked, cli))
+  assert ours["n_units"] == theirs["n_units"] and ours["n_active"] == theirs["n_active"]
+  assert ours["Clean Acc."] == theirs["Clean Acc."]
+  assert np.max(np.abs(anp.compact(cli)(x).numpy() - cli(x).numpy())) <= 1e-4
+
+
 def test_add_joined_tensors_share_a_mask_and_concatenated_branches_keep_theirs():
   masked = anp.add_masks(residual())
   sites = {name: (units, layers) for name, units, layers in masked.mask_sites()}

@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from anp.api.graph import JOIN, LINEAR, functional
-from anp.deploy.compact import AddMap, GatherFeatures
+from anp.api.masked import MaskedModel
+from anp.deploy.compact import AddMap, GatherFeatures, compact_model
 from anp.errors import UnsupportedLayerError
 
 layers = keras.layers
@@ -244,8 +245,11 @@ class _Builder:
 def compact(masked):
   """A plain Keras model computing `masked(x, training=False)` without its pruned units.
 
-  `masked`: a `MaskedModel` (`anp.add_masks`). Layers keep their names; the result holds no
-  mask layers and can be saved, exported (`anp.api.export`) or trained further like any model.
+  `masked`: a `MaskedModel` (`anp.add_masks`), or the CLI's LeNet5 / VGG-16
+  (`anp.deploy.compact.compact_model`). Layers keep their names; the result holds no mask
+  layers and can be saved, exported (`anp.api.export`) or trained further like any model.
   """
+  if not isinstance(masked, MaskedModel):  # the CLI's LeNet5 / VGG-16: their own compaction
+    return compact_model(masked)
   functional(masked.base)
   return _Builder(masked).build(f"{masked.base.name}_compact")

@@ -10,12 +10,12 @@ import numpy as np
 import tensorflow as tf
 
 from anp.api.compact import compact
-from anp.api.masked import MaskedModel
 from anp.deploy import efficiency
 from anp.deploy.export import save_for_serving
 from anp.evaluation.attack_specs import AttackSpec, attack_names, make_attack
 from anp.evaluation.eval_net import evaluate_net
 from anp.evaluation.tables import PAPER_PGD_STEPS
+from models.base import MaskedNet
 
 
 class _Logits:
@@ -41,8 +41,8 @@ def evaluate(model, dataset, attacks="pgd", *, eps=0.3, step_size=0.01, steps=PA
   """The paper's columns for `model` on `dataset` (batches of images, integer labels).
 
   Args:
-    model: a `MaskedModel` (units, sparsity and vulnerability reported), or any Keras model or
-      callable x -> logits (accuracies only).
+    model: a `MaskedModel` or one of the CLI's networks (units, sparsity and vulnerability
+      reported), or any Keras model or callable x -> logits (accuracies only).
     attacks: an attack name of `--attack` (pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, fab-t, cw,
       square, autoattack, autoattack-rand), a comma-separated list or a list of them, or
       'strongest' (pgd, apgd-ce, apgd-dlr, cw, square): an example counts as robust when no
@@ -64,7 +64,7 @@ def evaluate(model, dataset, attacks="pgd", *, eps=0.3, step_size=0.01, steps=PA
   specs = {n: AttackSpec(n, eps=eps, step_size=step_size, steps=steps, restarts=restarts,
                          eot_samples=eot_samples, clip_min=clip[0], clip_max=clip[1],
                          queries=queries) for n in names}
-  masked = isinstance(model, MaskedModel)
+  masked = isinstance(model, MaskedNet)
   net = model if masked else _Logits(model)
   result = evaluate_net(net, dataset, {n: make_attack(s) for n, s in specs.items()},
                         n_examples, verbose=verbose, compact=compact_attack)
@@ -85,8 +85,8 @@ def evaluate(model, dataset, attacks="pgd", *, eps=0.3, step_size=0.01, steps=PA
 
 def _efficiency(masked, flops):
   small = compact(masked)
-  shape = masked.image_shape
-  dense = efficiency.count_params(masked.base.weights)
+  shape = tuple(int(d) for d in small.inputs[0].shape[1:])
+  dense = efficiency.count_params(masked.weights, exclude=masked.mask_variables)
   kept = efficiency.count_params(small.weights)
   out = {"Sparsity": 100.0 * masked.sparsity() if masked.masks else 0.0,
          "Memory": 100.0 * kept / dense, "n_active": masked.n_active(),
@@ -102,10 +102,10 @@ def export(model, export_dir, standardize=False):
   """Writes `export_dir/<next version>/`, a SavedModel serving `images` -> probabilities,
   classes, logits (as `--mode=prune` writes); returns its path.
 
-  `model`: a Keras model (a `MaskedModel` is compacted first). `standardize` puts per-image
+  `model`: a Keras model (a `MaskedModel` or CLI network is compacted first). `standardize` puts per-image
   standardisation inside, for a model trained on standardised images.
   """
-  if isinstance(model, MaskedModel):
+  if isinstance(model, MaskedNet):
     model = compact(model)
   shape = tuple(int(d) for d in model.inputs[0].shape[1:])
   return save_for_serving(model, export_dir, shape, standardize)

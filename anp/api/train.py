@@ -18,6 +18,7 @@ from anp.config import Config
 from anp.errors import UserError
 from anp.methods.base import BASE_LR
 from anp.training.model import AdversarialTrainer, adam, staircase
+from models.base import MaskedNet
 
 # The CLI's --init_lr: masks learn at it, the weights of a masked network at a tenth of it.
 INIT_LR = 1e-2
@@ -80,7 +81,9 @@ def adversarial(model, method="anp_vs", *, eps=None, step_size=None, steps=None,
 
   Args:
     model: a `MaskedModel` (`add_masks`; needed by bp, anp, anp_vs) or, for standard, at and
-      trades, a plain Keras model (wrapped without masks).
+      trades, a plain Keras model (wrapped without masks). The CLI's networks
+      (`models.lenet.LeNet5`, `models.vgg.VGG`, built) are MaskedNets too and train the same
+      way.
     method: a method of `anp.methods` that works on any Keras model (standard, at, trades, bp,
       anp, anp_vs).
     eps, step_size, steps: the training L-inf PGD (radius, step, iterations).
@@ -98,7 +101,7 @@ def adversarial(model, method="anp_vs", *, eps=None, step_size=None, steps=None,
     raise UserError(f"method: expected one of {', '.join(usable)} (the others need the CLI's "
                     f"own networks). Received: {method!r}")
   spec = methods.get(method)
-  if not isinstance(model, MaskedModel):
+  if not isinstance(model, MaskedNet):
     if spec.masked:
       raise UserError(f"method {method!r} prunes units: pass anp.add_masks(model).")
     model = add_masks(model, masked=False)
@@ -112,5 +115,8 @@ def adversarial(model, method="anp_vs", *, eps=None, step_size=None, steps=None,
                        **spec.trainer_args(cfg))
   robust.n_train = None if n_train is None else float(n_train)
   robust.settings = dataclasses.asdict(cfg)
-  robust(tf.zeros((1,) + tuple(model.image_shape)))  # built: BackupAndRestore needs it
+  if isinstance(model, MaskedModel):  # built: BackupAndRestore needs it
+    robust(tf.zeros((1,) + tuple(model.image_shape)))
+  else:
+    robust.built = model.built
   return robust
