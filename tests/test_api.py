@@ -321,8 +321,9 @@ def test_unmasked_methods_train_a_plain_model():
   robust = anp.adversarial(model, method="at", eps=0.1, step_size=0.05, steps=2)
   robust.compile()
   x, y = data((6, 6, 1), n=32)
-  robust.fit(x, y, batch_size=16, epochs=1, verbose=0)
+  history = robust.fit(x, y, batch_size=16, epochs=1, validation_data=(x, y), verbose=0)
   assert robust.mask_optimizer is None and robust.n_train == 32.0
+  assert {"val_acc_clean", "val_acc_adv", "val_vulnerability"} <= set(history.history)
   assert any(np.any(a != b) for a, b in zip(before, model.get_weights()))
 
 
