@@ -7,3 +7,7 @@ class UserError(ValueError):
 
 class DataError(UserError):
   """Bad or missing data; the message names the file or flag and what was expected."""
+
+
+class UnsupportedLayerError(UserError):
+  """A Keras model that `anp.api` cannot mask or compact; the message names the layer and why."""

@@ -23,6 +23,8 @@ class Method:
       per-weight or per-unit scores), 'weight_mask' (a per-weight top-k mask in the scores)
       or 'magnitude' (kernels driven to per-layer top-k sparsity; pruned by magnitude);
       ticket_label names such a run ('ADMM' in 'the ADMM run', and in the finetuned row's name).
+    keras_api: trains any Keras model through `anp.api` (its network needs nothing but the
+      optional beta-Bernoulli masks, its trainer is the common one).
   """
 
   name = None
@@ -36,6 +38,7 @@ class Method:
   adv_weight_decay = 1e-4
   ticket = None
   ticket_label = None
+  keras_api = False
 
   def resolve(self, cfg):
     """Fills the method's own defaults into `cfg` (a Config copy; None fields only)."""
@@ -84,16 +87,20 @@ class Method:
     from anp.training.model import AdversarialTrainer
     if self.masked and not net.masks:
       raise ValueError(f"Method {self.name!r} needs a network built with masked=True.")
-    trainer = AdversarialTrainer(
-        net, adversarial=self.adversarial, n_train=n_train, eps=cfg.eps,
-        step_size=cfg.step_size, attack_steps=cfg.train_attack_steps,
-        adv_weight=cfg.adv_weight, beta=cfg.beta,
-        lambda_vs=cfg.lambda_vs if self.vulnerability else 0.0,
-        weight_decay=cfg.weight_decay, mask_optimizer=mask_optimizer, seed=cfg.seed,
-        compact_attack=cfg.compact_attack, attack_dtype=cfg.train_attack_dtype,
-        objective=objective(self.data_term(cfg), cfg), **kwargs)
+    trainer = AdversarialTrainer(net, n_train=n_train, mask_optimizer=mask_optimizer,
+                                 **self.trainer_args(cfg), **kwargs)
     trainer.compile(optimizer=optimizer, jit_compile=cfg.jit_compile)
     return trainer
+
+  def trainer_args(self, cfg):
+    """The `AdversarialTrainer` arguments of a resolved config but the network, n_train and
+    the optimizers (`anp.api.adversarial` builds its trainer from them too)."""
+    return dict(adversarial=self.adversarial, eps=cfg.eps, step_size=cfg.step_size,
+                attack_steps=cfg.train_attack_steps, adv_weight=cfg.adv_weight, beta=cfg.beta,
+                lambda_vs=cfg.lambda_vs if self.vulnerability else 0.0,
+                weight_decay=cfg.weight_decay, seed=cfg.seed, compact_attack=cfg.compact_attack,
+                attack_dtype=cfg.train_attack_dtype,
+                objective=objective(self.data_term(cfg), cfg))
 
   def start(self, trainer, cfg):
     """What a new run does once its starting weights are in place (--init_from loaded)."""

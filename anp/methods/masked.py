@@ -15,6 +15,7 @@ from anp.methods.base import Method
 
 class BayesianPruning(Method):
   name, title = "bp", "BP"
+  keras_api = True
   adversarial = False
   masked = True
 
@@ -25,10 +26,12 @@ class BayesianPruning(Method):
 
 class AdversarialPruning(Method):
   name, title = "anp", "ANP"
+  keras_api = True
   masked = True
 
 
 class AdversarialPruningVS(Method):
   name, title = "anp_vs", "ANP-VS"
+  keras_api = True
   masked = True
   vulnerability = True

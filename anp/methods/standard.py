@@ -15,11 +15,13 @@ from anp.methods.base import Method
 
 class Standard(Method):
   name, title = "standard", "Standard"
+  keras_api = True
   adversarial = False
 
 
 class AdversarialTraining(Method):
   name, title = "at", "AT"
+  keras_api = True
   vulnerability = True
 
   def resolve(self, cfg):
@@ -32,6 +34,7 @@ class AdversarialTraining(Method):
 
 class Trades(Method):
   name, title = "trades", "TRADES"
+  keras_api = True
 
   def data_term(self, cfg):
     del cfg
