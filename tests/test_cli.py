@@ -140,3 +140,37 @@ def test_help_bound_parser_and_config_agree(name):
     assert parsed == want == valid, (
         f"--{name}={value}: help says {'yes' if want else 'no'} "
         f"({flag.parser.syntactic_help}), parser {parsed}, Config.validate {valid}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Packaging (pyproject.toml).
+
+
+def test_pyproject_installs_the_checkout_layout_and_the_anp_command():
+  import tomllib
+  with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+    project = tomllib.load(f)
+  setup = project["tool"]["setuptools"]
+  assert sorted(setup["py-modules"]) == ["flags", "main"]
+  assert sorted(setup["packages"]["find"]["include"]) == ["anp*", "attacks*", "models*"]
+  assert setup["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
+  module, function = project["project"]["scripts"]["anp"].split(":")
+  out = subprocess.run([sys.executable, "-c", f"import {module}; {module}.{function}()",
+                        "--mode=train", "--prune_ratio=2"],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert out.returncode == 2 and "--prune_ratio" in out.stderr, out.stderr
+  assert any(m.startswith("slow:") for m in project["tool"]["pytest"]["ini_options"]["markers"])
+
+
+def test_another_models_package_on_the_path_is_refused(tmp_path):
+  (tmp_path / "models").mkdir()
+  (tmp_path / "models" / "__init__.py").write_text("")
+  env = dict(os.environ, PYTHONPATH=REPO)
+  out = subprocess.run([sys.executable, "-c", "import anp"], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path, env=env)  # the cwd comes first on sys.path
+  assert out.returncode == 1 and "anp needs the package 'models'" in out.stderr, out.stderr
+  os.remove(tmp_path / "models" / "__init__.py")
+  os.rmdir(tmp_path / "models")
+  out = subprocess.run([sys.executable, "-c", "import anp, models, attacks"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+  assert out.returncode == 0, out.stderr
