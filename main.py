@@ -24,7 +24,9 @@ python main.py --mode=MODE [flags]; every flag is listed below. By mode:
   report      table and figures of several evaluated runs: --runs --report_dir
       python main.py --mode=report --runs=runs/a,runs/b --report_dir=report
 
-User errors print one line and exit with status 2.
+User errors print one line and exit with status 2. Flag values, ranges and paths are checked
+before TensorFlow is imported, so such an error comes at once; the method's own checks and
+what the directories hold are checked after.
 """
 
 import os
@@ -119,10 +121,15 @@ def parse_flags(argv):
 
 def print_help(args):
   """True after printing the help that `args` ask for: absl's help flags exit with status 1,
-  but asking for help is not an error. --helpfull adds absl's own flags."""
-  asked = [a for a in args if a in ("-h", "-?", "--help", "--helpshort", "--helpfull")]
+  but asking for help is not an error. --helpfull adds absl's own flags; --helpxml is absl's
+  XML of every flag."""
+  asked = [a for a in args
+           if a in ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")]
   if not asked:
     return False
+  if "--helpxml" in asked:
+    absl_flags.FLAGS.write_help_in_xml_format(sys.stdout)
+    return True
   print(__doc__)
   if "--helpfull" in asked:
     print(absl_flags.FLAGS.get_help())

@@ -75,6 +75,11 @@ def test_a_bad_value_is_refused_at_once_in_one_line(args, named, a_file, tmp_pat
   assert seconds < 3, f"{seconds:.1f} s"
 
 
+def test_helpxml_exits_zero():
+  out, _ = run_main("--helpxml")
+  assert out.returncode == 0 and "<name>prune_ratio</name>" in out.stdout, out.stderr
+
+
 @pytest.mark.parametrize("flag", ["--help", "--helpfull", "-h"])
 def test_help_exits_zero_without_tensorflow(flag):
   out, _ = run_main(flag)
