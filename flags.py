@@ -36,6 +36,7 @@ def define_float(name, default, help_text, low=None, high=None, open_low=False,
   flags.DEFINE(Range(low, high, open_low, open_high), name, default, help_text,
                serializer=flags.ArgumentSerializer())
 
+
 # What to do, on what.
 flags.DEFINE_enum("mode", "train", MODES, "What to do.")
 flags.DEFINE_enum("dataset", "mnist", list(DATASETS),
