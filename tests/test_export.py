@@ -8,6 +8,7 @@ import sys
 import unittest
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -167,6 +168,7 @@ class SavedModelTest(tf.test.TestCase):
 @unittest.skipUnless(have_real_data(), f"real MNIST not found in {SHARED_DATA}")
 class PruneCommandTest(tf.test.TestCase):
 
+  @pytest.mark.slow
   def test_prune_then_eval_the_export(self):
     run = os.path.join(self.get_temp_dir(), "run")
     os.makedirs(run)
