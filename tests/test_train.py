@@ -24,7 +24,6 @@ needs_data = unittest.skipUnless(have_real_data(), f"real MNIST not found in {SH
 class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters("standard", "at", "trades", "bp", "anp", "anp_vs", "at_bnn")
-  @pytest.mark.slow
   def test_steps_lower_loss_and_update_the_right_variables(self, method):
     tf.random.set_seed(0)
     cfg = Config(dataset="mnist", method=method, train_attack_steps=5).resolved()
