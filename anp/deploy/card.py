@@ -60,6 +60,8 @@ def _json(path):
 
 
 ARCHITECTURES = {"lenet": "LeNet5-Caffe", "vgg": "VGG-16"}
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+                 "cifar100": "CIFAR-100"}
 
 
 def _title(name):
@@ -208,17 +210,20 @@ def write_model_card(export_dir, run_dir):
   info = dataset_info(cfg.dataset)
   shape = ", ".join(str(d) for d in info.image_shape)
   n = info.n_classes
-  lines = [f"# {method.title} {ARCHITECTURES[architecture(cfg.dataset)]} on {cfg.dataset}", "",
+  name = DATASET_NAMES.get(cfg.dataset, cfg.dataset)
+  lines = [f"# {method.title} {ARCHITECTURES[architecture(cfg.dataset)]} on {name}", "",
            f"SavedModel `{path}`, exported from the run `{run_dir}`.", "",
            "## Data", "",
-           f"{cfg.dataset}: {info.n_train} training images, evaluated on its {info.n_test} "
-           "test images. Inputs are pixels in [0, 1]"
+           f"{name} (`--dataset={cfg.dataset}`): {info.n_train} training images, "
+           f"{info.n_test} test images. Inputs are pixels in [0, 1]"
            + ("; per-image standardisation runs inside the SavedModel (the run trained "
               "with --preprocess=original)." if run_cfg.preprocess == "original" else "."),
            "", "## Threat model", "",
-           f"White-box L-inf attacks with eps = {cfg.eps:g} in the input space of the "
-           f"SavedModel (pixels in [0, 1]), clipped to [0, 1]. Training attack: PGD-"
-           f"{cfg.train_attack_steps}, step {cfg.step_size:g}.", "",
+           f"L-inf perturbations of at most eps = {cfg.eps:g} in the SavedModel's input space "
+           "(pixels in [0, 1]); adversarial images are clipped to [0, 1]. The white-box "
+           "attacks know the weights and gradients; the black-box row transfers examples "
+           f"crafted on another model. Training attack: PGD-{cfg.train_attack_steps}, step "
+           f"{cfg.step_size:g}, eps {cfg.eps:g}.", "",
            "## Metrics", ""]
   for r in results:
     kind = "the SavedModel" if r.get("model_kind") == "saved_model" else "the training run"
