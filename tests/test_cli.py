@@ -75,6 +75,21 @@ def test_a_bad_value_is_refused_at_once_in_one_line(args, named, a_file, tmp_pat
   assert seconds < 3, f"{seconds:.1f} s"
 
 
+# The method's own checks (`Method.validate`) need its object, whose module imports TensorFlow:
+# they come after the import, still as one line.
+AFTER_IMPORT = [(["--method=hydra", "--hydra_scores=magnitude"], "--hydra_scores"),
+                (["--method=awt", "--batch_size=1"], "--batch_size")]
+
+
+@pytest.mark.parametrize("args,named", AFTER_IMPORT, ids=[a[0] for a, _ in AFTER_IMPORT])
+def test_a_methods_own_check_is_one_line_after_the_import(args, named, tmp_path):
+  out, _ = run_main("--mode=train", f"--model_dir={tmp_path}/run", *args)
+  lines = out.stderr.strip().splitlines()
+  assert out.returncode == 2 and len(lines) == 2, out.stderr
+  assert lines[0].startswith("error: ") and named in lines[0], out.stderr
+  assert not os.path.exists(tmp_path / "run")
+
+
 def test_helpxml_exits_zero():
   out, _ = run_main("--helpxml")
   assert out.returncode == 0 and "<name>prune_ratio</name>" in out.stdout, out.stderr
