@@ -10,6 +10,33 @@ from anp.config import (ADMM_LOSSES, ATTACKS, BIAS_INITS, DATASETS, DEFENSES,
 
 MODES = ("train", "eval", "prune", "export", "report", "quickstart")
 
+
+class Range(flags.FloatParser):
+  """A float in an interval whose ends may be open; --help states it ("a number > 0", "a number
+  in [0, 1)"), and values outside it are refused while parsing."""
+
+  def __init__(self, low=None, high=None, open_low=False, open_high=False):
+    super().__init__(low, high)
+    self.open_low, self.open_high = open_low, open_high
+    if low is not None and high is not None:
+      self.syntactic_help = (f"a number in {'(' if open_low else '['}{low:g}, {high:g}"
+                             f"{')' if open_high else ']'}")
+    elif low is not None:
+      self.syntactic_help = f"a number {'>' if open_low else '>='} {low:g}"
+
+  def is_outside_bounds(self, val):
+    return (super().is_outside_bounds(val)
+            or (self.open_low and val == self.lower_bound)
+            or (self.open_high and val == self.upper_bound))
+
+
+def define_float(name, default, help_text, low=None, high=None, open_low=False,
+                 open_high=False):
+  """A float flag in `Range(low, high, open_low, open_high)`."""
+  flags.DEFINE(Range(low, high, open_low, open_high), name, default, help_text,
+               serializer=flags.ArgumentSerializer())
+
+
 # What to do, on what.
 flags.DEFINE_enum("mode", "train", MODES, "What to do.")
 flags.DEFINE_enum("dataset", "mnist", list(DATASETS),
@@ -39,7 +66,7 @@ flags.DEFINE_enum("preprocess", "pixel", PREPROCESS,
                   "pixel: attacks and eps in [0,1] pixel space, normalisation inside the "
                   "model; original: per-image standardisation before the network and eps in "
                   "standardised units, as the ICML code.")
-flags.DEFINE_integer("seed", 0, "Random seed (Python, NumPy, TF).")
+flags.DEFINE_integer("seed", 0, "Random seed (Python, NumPy, TF).", lower_bound=0)
 flags.DEFINE_enum("bias_init", "glorot", list(BIAS_INITS),
                   "Initial biases of conv/dense layers. glorot: U(+-sqrt(3/n)) as the ICML "
                   "code (TF1's default initializer); zeros: the Keras default.")
@@ -49,34 +76,35 @@ flags.DEFINE_integer("epochs", 200, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (default: a full pass).",
                      lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
-flags.DEFINE_float("init_lr", 1e-2, "Learning rate of the masks (weights use 0.1x), > 0.",
-                   lower_bound=0)
-flags.DEFINE_float("adv_weight", 2.0, "w: weight of the adversarial cross-entropy.",
-                   lower_bound=0)
-flags.DEFINE_float("trades_beta", None,
-                   "TRADES: weight of KL(f(x) || f(x_adv)) against CE(x) (--method=trades, "
-                   "--hydra_objective=trades; default 1 MNIST, Fashion-MNIST as the authors' "
-                   "train_trades_mnist.py, 6 CIFAR).", lower_bound=0)
-flags.DEFINE_float("bnn_prior_sigma", None,
-                   "at_bnn: standard deviation sigma_0 of the N(0, sigma_0^2) prior of every "
-                   "weight, > 0 (default 0.05).")
-flags.DEFINE_float("bnn_init_sigma", None,
-                   "at_bnn: initial posterior standard deviation of every weight, > 0 "
-                   "(default 0.05).")
+define_float("init_lr", 1e-2, "Learning rate of the masks (weights use 0.1x).",
+             low=0, open_low=True)
+define_float("adv_weight", 2.0, "w: weight of the adversarial cross-entropy.",
+             low=0)
+define_float("trades_beta", None,
+             "TRADES: weight of KL(f(x) || f(x_adv)) against CE(x) (--method=trades, "
+             "--hydra_objective=trades; default 1 MNIST, Fashion-MNIST as the authors' "
+             "train_trades_mnist.py, 6 CIFAR).", low=0)
+define_float("bnn_prior_sigma", None,
+             "at_bnn: standard deviation sigma_0 of the N(0, sigma_0^2) prior of every "
+             "weight (default 0.05).", low=0, open_low=True)
+define_float("bnn_init_sigma", None,
+             "at_bnn: initial posterior standard deviation of every weight (default "
+             "0.05).", low=0, open_low=True)
 flags.DEFINE_integer("bnn_ensemble", 20,
                      "at_bnn: weight samples whose softmax outputs are averaged for a "
                      "prediction (--mode=eval and --mode=export).", lower_bound=1)
-flags.DEFINE_float("weight_decay", None,
-                   "Weight of the L2 penalty (sum of squares / 2); default 1e-4, but with the "
-                   "CE(x_adv) loss of the ADMM code 1e-6 for --method=admm (its SGD's) and 0 for "
-                   "--hydra_objective=adv (its retraining's Adam has none).", lower_bound=0)
-flags.DEFINE_float("beta", None,
-                   "Weight of KL/N (default per dataset: 4, 2, 1; bp and at_bnn (alpha): 1).",
-                   lower_bound=0)
-flags.DEFINE_float("lambda_vs", None,
-                   "Weight of the vulnerability suppression loss (default per dataset).",
-                   lower_bound=0)
-flags.DEFINE_float("thres", 1e-3, "E[pi] at or below which a unit is pruned.", lower_bound=0)
+define_float("weight_decay", None,
+             "Weight of the L2 penalty (sum of squares / 2); default 1e-4, but with the "
+             "CE(x_adv) loss of the ADMM code 1e-6 for --method=admm (its SGD's) and 0 for "
+             "--hydra_objective=adv (its retraining's Adam has none).", low=0)
+define_float("beta", None,
+             "Weight of KL/N (default per dataset: 4, 2, 1; bp and at_bnn (alpha): 1).",
+             low=0)
+define_float("lambda_vs", None,
+             "Weight of the vulnerability suppression loss (default per dataset).",
+             low=0)
+define_float("thres", 1e-3, "E[pi] at or below which a unit is pruned.", low=0, high=1,
+             open_high=True)
 flags.DEFINE_boolean("jit_compile", False,
                      "Compile the train step with XLA (--strategy=default; for GPUs: on "
                      "this CPU it is ~10x slower).")
@@ -123,16 +151,17 @@ flags.DEFINE_enum("hydra_optimizer", "adam", HYDRA_OPTIMIZERS,
                   "HYDRA stages' optimizer: adam (Adam, x0.1 at 50% and 70% of training, as "
                   "every unmasked method) or sgd (the reference's: SGD momentum 0.9, cosine "
                   "decay per epoch, lr * (1 + cos((e - 1) / epochs * pi)) / 2 in 0-based epoch e).")
-flags.DEFINE_float("hydra_lr", None, "HYDRA: initial learning rate, > 0 (default 1e-3 adam; sgd "
-                   "0.1 prune, 0.01 finetune, the reference's).", lower_bound=0)
-flags.DEFINE_float("prune_ratio", 0.9,
-                   "HYDRA, ADMM and AWT: fraction of each layer's weights (or units) removed, in "
-                   "[0, 1); HYDRA's own k is the fraction kept, 1 - prune_ratio.", lower_bound=0)
+define_float("hydra_lr", None, "HYDRA: initial learning rate (default 1e-3 adam; sgd "
+             "0.1 prune, 0.01 finetune, the reference's).", low=0, open_low=True)
+define_float("prune_ratio", 0.9,
+             "HYDRA, ADMM and AWT: fraction of each layer's weights (or units) removed; "
+             "HYDRA's own k is the fraction kept, 1 - prune_ratio.", low=0, high=1, open_high=True)
 
 # ADMM (--method=admm): adversarial training pulled towards per-layer top-k sparse kernels;
 # then hard prune + masked retrain = --method=hydra --hydra_stage=finetune
 # --hydra_scores=magnitude --init_from=<the admm run>.
-flags.DEFINE_float("admm_rho", 1e-3, "ADMM: initial penalty rho, x1.3 at every Z/U update (> 0).")
+define_float("admm_rho", 1e-3, "ADMM: initial penalty rho, x1.3 at every Z/U update.",
+             low=0, open_low=True)
 flags.DEFINE_integer("admm_every", None, "ADMM: epochs between Z/U updates (default 4 MNIST, "
                      "20 CIFAR).", lower_bound=1)
 flags.DEFINE_enum("admm_loss", "adv", ADMM_LOSSES,
@@ -142,11 +171,11 @@ flags.DEFINE_enum("admm_loss", "adv", ADMM_LOSSES,
 # AWT (--method=awt, anp/awt.py): the ticket search at initialisation (or from --init_from);
 # then adversarial training of the ticket = --method=hydra --hydra_stage=finetune
 # --init_from=<the awt run>, same --prune_ratio.
-flags.DEFINE_float("awt_kernel_weight", 1e-3,
-                   "AWT: weight of the NTK distance mean((Theta_s - Theta_t)^2) (NTT's 1e-3).",
-                   lower_bound=0)
-flags.DEFINE_float("awt_l2", 1e-5, "AWT: weight of ||m * W||^2 / density (NTT's 1e-5).",
-                   lower_bound=0)
+define_float("awt_kernel_weight", 1e-3,
+             "AWT: weight of the NTK distance mean((Theta_s - Theta_t)^2) (NTT's 1e-3).",
+             low=0)
+define_float("awt_l2", 1e-5, "AWT: weight of ||m * W||^2 / density (NTT's 1e-5).",
+             low=0)
 flags.DEFINE_integer("awt_ntk_examples", 8,
                      "AWT: examples of each half of the batch in the empirical NTK.",
                      lower_bound=1)
@@ -155,10 +184,10 @@ flags.DEFINE_integer("awt_remask_every", 100,
                      lower_bound=1)
 
 # Attacks.
-flags.DEFINE_float("eps", None, "L-inf radius (default per dataset: 0.3 MNIST, 0.03 CIFAR).",
-                   lower_bound=0)
-flags.DEFINE_float("step_size", None, "PGD step size, > 0 (default 0.01 MNIST, 0.007 CIFAR).",
-                   lower_bound=0)
+define_float("eps", None, "L-inf radius (default per dataset: 0.3 MNIST, 0.03 CIFAR).",
+             low=0)
+define_float("step_size", None, "PGD step size (default 0.01 MNIST, 0.007 CIFAR).",
+             low=0, open_low=True)
 flags.DEFINE_integer("train_attack_steps", None,
                      "PGD steps in training (default 20 MNIST, 10 CIFAR; 40 MNIST for TRADES' "
                      "loss and ADMM's CE(x_adv), as their authors' MNIST runs).", lower_bound=1)
@@ -192,8 +221,8 @@ flags.DEFINE_enum("defense", "none", DEFENSES,
                   "Inference-time defence of --mode=eval: sap = Stochastic Activation Pruning "
                   "(Dhillon et al. 2018) after every latent activation; random, so attack it "
                   "with --eot_samples.")
-flags.DEFINE_float("sap_frac", 1.0, "SAP draws ceil(sap_frac x units) samples per layer, > 0.",
-                   lower_bound=0)
+define_float("sap_frac", 1.0, "SAP draws ceil(sap_frac x units) samples per layer.",
+             low=0, open_low=True)
 flags.DEFINE_enum("sap_gradient", "full", SAP_GRADIENTS,
                   "Gradient of --defense=sap for the attacks of --mode=eval: full = through "
                   "SAP's probabilities p = |h| / sum |h| and scales 1 / (1 - (1 - p)^r) (the "

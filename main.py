@@ -24,7 +24,9 @@ python main.py --mode=MODE [flags]; every flag is listed below. By mode:
   report      table and figures of several evaluated runs: --runs --report_dir
       python main.py --mode=report --runs=runs/a,runs/b --report_dir=report
 
-User errors print one line and exit with status 2.
+User errors print one line and exit with status 2. Flag values, ranges and paths are checked
+before TensorFlow is imported, so such an error comes at once; the method's own checks and
+what the directories hold are checked after.
 """
 
 import os
@@ -37,6 +39,7 @@ from absl import flags as absl_flags  # noqa: E402
 
 import flags  # noqa: E402,F401  (defines the flags)
 from anp.errors import UserError  # noqa: E402
+from anp.runs.paths import check_paths  # noqa: E402
 
 absl_flags.adopt_module_key_flags(flags)  # --help lists the anp flags
 
@@ -77,16 +80,27 @@ def run(cfg, arrays=None):
   raise UserError(f"Flag --mode={cfg.mode} is not implemented.")
 
 
+def check(cfg):
+  """The checks that need no TensorFlow, so that a bad flag is refused at once: every flag's
+  value and range (`Config.validate` without the method's own checks), the paths
+  (`check_paths`). The method's checks (`Method.validate`, `Method.check_init_from`) and what
+  is inside the directories come after TensorFlow is imported."""
+  cfg.validate(method_checks=False)
+  check_paths(cfg)
+
+
 def main(argv):
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # checkpoint sharding INFO lines
-  _import_tensorflow_quietly()
   if len(argv) > 1:
     print(f"error: unexpected arguments: {' '.join(argv[1:])}; flags are --name=value",
           file=sys.stderr)
     sys.exit(2)
   try:
-    run(flags.config_from_flags())
+    cfg = flags.config_from_flags()
+    check(cfg)
+    _import_tensorflow_quietly()
+    run(cfg)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -105,9 +119,31 @@ def parse_flags(argv):
     sys.exit(2)
 
 
-if __name__ == "__main__":
-  if any(arg in ("-h", "-?", "--help", "--helpshort") for arg in sys.argv[1:]):
-    print(__doc__)  # absl's --help exits with status 1; asking for help is not an error
+def print_help(args):
+  """True after printing the help that `args` ask for: absl's help flags exit with status 1,
+  but asking for help is not an error. --helpfull adds absl's own flags; --helpxml is absl's
+  XML of every flag."""
+  asked = [a for a in args
+           if a in ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")]
+  if not asked:
+    return False
+  if "--helpxml" in asked:
+    absl_flags.FLAGS.write_help_in_xml_format(sys.stdout)
+    return True
+  print(__doc__)
+  if "--helpfull" in asked:
+    print(absl_flags.FLAGS.get_help())
+  else:
     print(absl_flags.FLAGS.main_module_help())
+  return True
+
+
+def cli():
+  """The `anp` command: main.py's."""
+  if print_help(sys.argv[1:]):
     sys.exit(0)
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

@@ -51,6 +51,22 @@ DATASET_DEFAULTS = {
 MNIST_ATTACK_STEPS = {"trades": 40, "adv": 40}
 TRADES_BETA = {"mnist": 1.0, "fashion_mnist": 1.0, "cifar10": 6.0, "cifar100": 6.0}
 
+# The numeric fields' ranges (None: a default filled in by `resolved`), which the flags'
+# parsers (flags.py) state in --help: (expected, check, fields).
+NUMBER_RANGES = (
+    ("an integer >= 1", lambda v: v >= 1,
+     ("epochs", "steps_per_epoch", "batch_size", "bnn_ensemble", "checkpoint_every",
+      "admm_every", "awt_ntk_examples", "awt_remask_every", "train_attack_steps", "eval_batch",
+      "eval_examples", "square_queries", "restarts", "eot_samples", "cpu_replicas")),
+    ("an integer >= 0", lambda v: v >= 0, ("seed", "val_examples", "attack_steps")),
+    ("a number > 0", lambda v: v > 0,
+     ("init_lr", "bnn_prior_sigma", "bnn_init_sigma", "hydra_lr", "admm_rho", "step_size",
+      "sap_frac")),
+    ("a number >= 0", lambda v: v >= 0,
+     ("adv_weight", "trades_beta", "weight_decay", "beta", "lambda_vs", "awt_kernel_weight",
+      "awt_l2", "eps")),
+    ("a number in [0, 1)", lambda v: 0 <= v < 1, ("thres", "prune_ratio")))
+
 
 @dataclasses.dataclass
 class Config:
@@ -153,12 +169,16 @@ class Config:
     cfg.validate()
     return cfg
 
-  def validate(self):
+  def validate(self, method_checks=True):
+    """UserError for the first bad field. `method_checks=False` leaves out the checks that need
+    the method's object, whose module may import TensorFlow: its own (`Method.validate`) and
+    deterministic weights for a bfloat16 training attack."""
     def need(ok, flag, expected, value):
       if not ok:
         raise UserError(f"Flag --{flag}: expected {expected}. Received: {value!r}")
+    architecture(self.dataset)
     _check_method(self.method)
-    method = methods.get(self.method)
+    method = methods.get(self.method) if method_checks else None
     need(self.preprocess in PREPROCESS, "preprocess", "one of " + ", ".join(PREPROCESS),
          self.preprocess)
     need(self.bias_init in BIAS_INITS, "bias_init", "one of " + ", ".join(BIAS_INITS),
@@ -167,11 +187,9 @@ class Config:
     need(all(n in ATTACKS + ("strongest",) for n in names) and len(set(names)) == len(names),
          "attack", "one or more (comma-separated, distinct) of strongest, " + ", ".join(ATTACKS),
          self.attack)
-    need(self.square_queries >= 1, "square_queries", "an integer >= 1", self.square_queries)
     need(self.defense in DEFENSES, "defense", "one of " + ", ".join(DEFENSES), self.defense)
     need(self.strategy in STRATEGIES, "strategy", "one of " + ", ".join(STRATEGIES),
          self.strategy)
-    need(self.cpu_replicas >= 1, "cpu_replicas", "an integer >= 1", self.cpu_replicas)
     need(not (self.jit_compile and self.strategy != "default"), "jit_compile",
          "--strategy=default (XLA compiles the one-device step; under a strategy the "
          "optimizers' all-reduce is outside it)", f"--strategy={self.strategy}")
@@ -179,11 +197,10 @@ class Config:
          "one of " + ", ".join(ATTACK_DTYPES), self.train_attack_dtype)
     need(self.train_attack_dtype == "float32" or (
         self.compact_attack and architecture(self.dataset) == "lenet"
-        and method.deterministic), "train_attack_dtype",
+        and (method is None or method.deterministic)), "train_attack_dtype",
          "float32 except for LeNet5 (MNIST, Fashion-MNIST) with --compact_attack and "
          "deterministic weights (bfloat16 runs in LeNet5's compact attack function only)",
          self.train_attack_dtype)
-    need(self.sap_frac > 0, "sap_frac", "a number > 0", self.sap_frac)
     need(self.sap_gradient in SAP_GRADIENTS, "sap_gradient",
          "one of " + ", ".join(SAP_GRADIENTS), self.sap_gradient)
     for flag, values in (("hydra_stage", HYDRA_STAGES), ("hydra_scores", HYDRA_SCORES),
@@ -192,45 +209,12 @@ class Config:
                          ("hydra_optimizer", HYDRA_OPTIMIZERS), ("admm_loss", ADMM_LOSSES)):
       need(getattr(self, flag) in values, flag, "one of " + ", ".join(values),
            getattr(self, flag))
-    need(0 <= self.prune_ratio < 1, "prune_ratio", "a number in [0, 1) (the fraction of "
-         "weights removed; HYDRA's k = 1 - prune_ratio)", self.prune_ratio)
-    method.validate(self, need)
-    need(self.hydra_lr is None or self.hydra_lr > 0, "hydra_lr", "a number > 0", self.hydra_lr)
-    need(self.admm_rho > 0, "admm_rho", "a number > 0", self.admm_rho)
-    need(self.admm_every is None or self.admm_every >= 1, "admm_every", "an integer >= 1",
-         self.admm_every)
-    for flag in ("awt_kernel_weight", "awt_l2"):
-      need(getattr(self, flag) >= 0, flag, "a number >= 0", getattr(self, flag))
-    for flag in ("awt_ntk_examples", "awt_remask_every"):
-      need(getattr(self, flag) >= 1, flag, "an integer >= 1", getattr(self, flag))
-    need(self.eps is None or self.eps >= 0, "eps", "a number >= 0", self.eps)
-    need(self.step_size is None or self.step_size > 0, "step_size", "a number > 0",
-         self.step_size)
-    for flag in ("epochs", "batch_size", "attack_steps"):
-      need(getattr(self, flag) >= (0 if flag == "attack_steps" else 1), flag,
-           "a positive integer", getattr(self, flag))
-    need(self.train_attack_steps is None or self.train_attack_steps >= 1,
-         "train_attack_steps", "an integer >= 1", self.train_attack_steps)
-    need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch",
-         "an integer >= 1", self.steps_per_epoch)
-    need(self.val_examples is None or self.val_examples >= 0, "val_examples",
-         "an integer >= 0", self.val_examples)
-    need(self.eval_batch >= 1, "eval_batch", "an integer >= 1", self.eval_batch)
-    need(self.eval_examples is None or self.eval_examples >= 1, "eval_examples",
-         "an integer >= 1", self.eval_examples)
-    need(self.checkpoint_every is None or self.checkpoint_every >= 1, "checkpoint_every",
-         "an integer >= 1", self.checkpoint_every)
-    need(self.init_lr > 0, "init_lr", "a number > 0", self.init_lr)
-    need(0 <= self.thres < 1, "thres", "a number in [0, 1)", self.thres)
-    for flag in ("bnn_prior_sigma", "bnn_init_sigma"):
-      need(getattr(self, flag) is None or getattr(self, flag) > 0, flag, "a number > 0",
-           getattr(self, flag))
-    for flag in ("bnn_ensemble", "eot_samples"):
-      need(getattr(self, flag) is None or getattr(self, flag) >= 1, flag, "an integer >= 1",
-           getattr(self, flag))
-    for flag in ("adv_weight", "trades_beta", "weight_decay", "beta", "lambda_vs"):
-      value = getattr(self, flag)
-      need(value is None or value >= 0, flag, "a number >= 0", value)
+    if method:
+      method.validate(self, need)
+    for expected, ok, names in NUMBER_RANGES:
+      for flag in names:
+        value = getattr(self, flag)
+        need(value is None or ok(value), flag, expected, value)
 
   @property
   def adversarial(self):
@@ -270,8 +254,7 @@ class Config:
 # --val_examples, --checkpoint_every, --data_dir, evaluation flags) may change on resume.
 RUN_KEYS = ("dataset", "method", "preprocess", "seed", "bias_init", "init_from", "batch_size",
             "steps_per_epoch", "init_lr", "adv_weight", "trades_beta", "weight_decay", "beta",
-            "lambda_vs",
-            "thres", "eps", "step_size", "train_attack_steps", "compact_attack",
+            "lambda_vs", "thres", "eps", "step_size", "train_attack_steps", "compact_attack",
             # None unless --method=at_bnn (or given): runs saved before they existed match.
             "bnn_prior_sigma", "bnn_init_sigma",
             # Added later too; absent from older config.json files, whose runs load them with

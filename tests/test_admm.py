@@ -198,6 +198,7 @@ needs_data = pytest.mark.skipif(not have_real_data(),
 
 
 @needs_data
+@pytest.mark.slow
 def test_admm_run_checkpoints_its_state_resumes_and_retrains_as_a_hydra_finetune(tmp_path):
   import main
   from anp.config import Config

@@ -62,6 +62,7 @@ def test_compare_model_on_a_fresh_lenet(art_check):
 @pytest.mark.skipif(not have_real_data()
                     or not os.path.isfile(os.path.join(REPO, "results/mnist/anp_vs/config.json")),
                     reason="needs ../shared/data and the committed results/mnist/anp_vs run")
+@pytest.mark.slow
 def test_check_on_the_committed_anp_vs(art_check, tmp_path, capsys):
   """check(): JSON lines on stdout, art_check.json / art_check.md in out_dir."""
   run = os.path.join(REPO, "results", "mnist", "anp_vs")

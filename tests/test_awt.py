@@ -201,6 +201,7 @@ def test_bad_awt_flags_are_one_line_user_errors():
 
 
 @needs_data
+@pytest.mark.slow
 def test_search_resumes_exactly_and_keeps_its_settings(tmp_path, monkeypatch):
   def run(model_dir, **kw):
     return run_train(awt_cfg(mode="train", epochs=2, steps_per_epoch=3, checkpoint_every=2,
@@ -227,6 +228,7 @@ def search(tmp_path_factory):
 
 
 @needs_data
+@pytest.mark.slow
 def test_finetune_of_a_search_needs_its_prune_ratio_and_weight_granularity(search, tmp_path):
   common = dict(mode="train", dataset="mnist", method="hydra", hydra_stage="finetune",
                 hydra_objective="at", init_from=search, epochs=1, steps_per_epoch=2,
@@ -241,6 +243,7 @@ def test_finetune_of_a_search_needs_its_prune_ratio_and_weight_granularity(searc
 
 
 @needs_data
+@pytest.mark.slow
 def test_main_runs_search_finetune_and_eval_named_awt(search, tmp_path):
   import main
   finetuned = str(tmp_path / "finetune")

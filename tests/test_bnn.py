@@ -160,6 +160,7 @@ def test_ensemble_is_the_log_of_the_mean_softmax_and_averages_features():
 
 
 @needs_data
+@pytest.mark.slow
 def test_resume_mid_epoch_is_exact(tmp_path):
   from anp.training.train import run_train
   arrays = mnist_slice()
@@ -189,6 +190,7 @@ def test_resume_mid_epoch_is_exact(tmp_path):
 
 
 @needs_data
+@pytest.mark.slow
 def test_main_train_eval_export_report(tmp_path):
   from anp.deploy.export import load_saved_model, run_export
   from anp.evaluation.report import run_report
@@ -231,6 +233,7 @@ def test_main_train_eval_export_report(tmp_path):
   assert "mean softmax of 3 weight samples" in open(report["report"]).read()
 
 
+@pytest.mark.slow
 def test_bayesian_vgg_samples_every_conv_and_dense_layer_and_trains():
   from anp.training.model import AdversarialTrainer, adam
   from anp.training.objectives import SampledCE

@@ -13,6 +13,7 @@ CIFAR = os.path.join(SHARED_DATA, "cifar10")
 
 
 @pytest.mark.skipif(not os.path.isdir(CIFAR), reason=f"real CIFAR-10 not found in {CIFAR}")
+@pytest.mark.slow
 def test_cifar10_chain_on_a_tiny_budget(tmp_path):
   env = dict(os.environ, R=str(tmp_path / "cifar10"), DATA_DIR=SHARED_DATA, ATTACKS="pgd",
              TRAIN_FLAGS="--epochs=1 --steps_per_epoch=1 --batch_size=8 --val_examples=0 "

@@ -15,8 +15,9 @@ from anp.config import Config
 from tests.helpers import SHARED_DATA, real_slice
 
 CIFAR = os.path.join(SHARED_DATA, "cifar10")
-pytestmark = pytest.mark.skipif(not os.path.isdir(CIFAR),
-                                reason=f"real CIFAR-10 not found in {CIFAR}")
+pytestmark = [pytest.mark.skipif(not os.path.isdir(CIFAR),
+                                 reason=f"real CIFAR-10 not found in {CIFAR}"),
+              pytest.mark.slow]
 
 
 def cifar_slice():

@@ -12,6 +12,7 @@ import unittest
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -35,6 +36,7 @@ def _environment(**extra):
 
 class TwoReplicasTest(tf.test.TestCase):
 
+  @pytest.mark.slow
   def test_two_replicas_give_the_one_device_step_and_evaluation(self):
     # tests/distribute_check.py sets up two logical CPU devices, which must happen before TF
     # initialises its devices: hence a fresh process.
@@ -183,6 +185,7 @@ class MixedPrecisionTest(tf.test.TestCase, parameterized.TestCase):
 
 class SettingsTest(tf.test.TestCase):
 
+  @pytest.mark.slow
   def test_a_run_gives_back_the_policy_and_op_determinism_it_found(self):
     # --mixed_precision and --deterministic_ops hold for one run: a later run in the same
     # process (tests, run_train / run_eval called from Python) starts from the caller's state.
@@ -230,6 +233,7 @@ def _free_ports(n):
 @needs_data
 class MultiWorkerTest(tf.test.TestCase):
 
+  @pytest.mark.slow
   def test_two_workers_on_localhost_train_and_checkpoint_once(self):
     run = os.path.join(self.get_temp_dir(), "mw")
     workers = [f"localhost:{p}" for p in _free_ports(2)]
@@ -306,6 +310,7 @@ def _log(run, name="train_log.jsonl"):
 class CpuSplitTest(tf.test.TestCase):
   """--strategy=cpu_split: the CPU as two single-threaded logical devices (a speed option)."""
 
+  @pytest.mark.slow
   def test_kill_9_then_resume_equals_one_run_and_step_one_equals_one_device(self):
     tmp = self.get_temp_dir()
     whole, killed = os.path.join(tmp, "whole"), os.path.join(tmp, "killed")

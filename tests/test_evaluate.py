@@ -72,6 +72,7 @@ def test_table_row_formats_like_the_readme():
       "White box worst case acc. (PGD-20)"
 
 
+@pytest.mark.slow
 def test_eval_writes_paper_table_blackbox_and_sanity(runs, tmp_path):
   result = evaluate.run_eval(eval_cfg(runs["target"], source_model_dir=runs["source"],
                                       sanity_checks=True), mnist_slice())
@@ -117,6 +118,7 @@ def test_eval_writes_paper_table_blackbox_and_sanity(runs, tmp_path):
   assert lines[2] in open(out["report"]).read()
 
 
+@pytest.mark.slow
 def test_strongest_is_the_per_example_worst_case(runs):
   result = evaluate.run_eval(eval_cfg(runs["target"], attack="strongest"), mnist_slice())
   per = result["per_attack"]
@@ -162,6 +164,7 @@ class Noisy:
     return (logits, feats) if return_features else logits
 
 
+@pytest.mark.slow
 def test_sanity_checks_flag_a_gradient_masked_model(runs):
   net, _ = load_run(runs["target"])
   _, _, x, y = mnist_slice()
@@ -203,6 +206,7 @@ def test_bad_model_dirs_are_user_errors(runs, tmp_path):
                                source_model_dir=str(tmp_path)), mnist_slice())
 
 
+@pytest.mark.slow
 def test_restarts_and_each_single_attack_run(runs):
   x, y = mnist_slice()[2:]
   ds = tf.data.Dataset.from_tensor_slices((x[:128].astype(np.float32) / 255.0, y[:128]))
@@ -250,6 +254,7 @@ def test_sap_keeps_the_expected_activation_and_is_random():
   assert np.all(np.asarray(sap.sap(tf.zeros([2, 5]))) == 0)
 
 
+@pytest.mark.slow
 def test_sap_defense_is_random_and_named(runs):
   # 300 examples: the last batch (44) has another size, as in a real evaluation.
   result = evaluate.run_eval(eval_cfg(runs["target"], defense="sap", eval_examples=300),
@@ -259,6 +264,7 @@ def test_sap_defense_is_random_and_named(runs):
   assert tables.model_name(result) == "Standard + SAP"
 
 
+@pytest.mark.slow
 def test_sap_export_serves_a_new_sample_per_call_and_evaluates_as_sap(runs, tmp_path):
   from anp.deploy.export import load_saved_model, run_export
   with pytest.raises(UserError, match="--defense=sap: expected --mode=export"):
@@ -283,6 +289,7 @@ def test_sap_export_serves_a_new_sample_per_call_and_evaluates_as_sap(runs, tmp_
                                verbose=False)["stochastic"]
 
 
+@pytest.mark.slow
 def test_sanity_checks_compare_random_models_with_eot(runs):
   x, y = mnist_slice()[2:]
   x, y = tf.constant(x[:32], tf.float32) / 255.0, tf.constant(y[:32])
@@ -298,6 +305,7 @@ def test_sanity_checks_compare_random_models_with_eot(runs):
   assert "eot_does_not_help" not in with_eot["checks"]  # the attack already uses EOT
 
 
+@pytest.mark.slow
 def test_autoattack_column_and_its_stages(runs):
   result = evaluate.run_eval(eval_cfg(runs["target"], attack="pgd,autoattack", eval_examples=128,
                                       square_queries=50), mnist_slice(), verbose=False)

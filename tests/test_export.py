@@ -2,15 +2,18 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import unittest
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
 from anp.config import Config, run_config_path
+from anp.deploy.card import CARD, write_model_card
 from anp.deploy.compact import compact_model
 from anp.deploy.efficiency import count_params
 from anp.deploy.export import save_for_serving
@@ -165,6 +168,7 @@ class SavedModelTest(tf.test.TestCase):
 @unittest.skipUnless(have_real_data(), f"real MNIST not found in {SHARED_DATA}")
 class PruneCommandTest(tf.test.TestCase):
 
+  @pytest.mark.slow
   def test_prune_then_eval_the_export(self):
     run = os.path.join(self.get_temp_dir(), "run")
     os.makedirs(run)
@@ -198,6 +202,58 @@ class PruneCommandTest(tf.test.TestCase):
     self.assertAlmostEqual(evals[0]["adv_acc"], evals[1]["adv_acc"], delta=0.011)
     for key in ("n_active", "sparsity", "memory_pct", "flops_ratio"):
       self.assertEqual(evals[1][key], evals[0][key], key)  # from the export's pruning.json
+    for folder in (out_dir, os.path.join(out_dir, "1")):
+      card = open(os.path.join(folder, CARD)).read()
+      self.assertIn("PGD-", card)
+      self.assertIn("[batch, 28, 28, 1]", card)
+    saved = json.load(open(os.path.join(out_dir, "1", "config.json")))
+    self.assertNotIn("data_dir", saved)
+    self.assertEqual(saved["units_kept"], net.n_active())
+
+
+COMMITTED_RUN = os.path.join(REPO, "results", "mnist", "anp_vs")
+COMMITTED_EXPORT = os.path.join(REPO, "results", "mnist", "anp_vs_export")
+
+
+@unittest.skipUnless(os.path.isfile(os.path.join(COMMITTED_RUN, "eval.json")),
+                     "the committed ANP-VS run is absent")
+class ModelCardTest(tf.test.TestCase):
+  """`write_model_card` on a copy of the committed export (its SavedModel is not read)."""
+
+  def setUp(self):
+    super().setUp()
+    self.export = os.path.join(self.get_temp_dir(), "export")
+    shutil.copytree(COMMITTED_EXPORT, self.export, dirs_exist_ok=True)
+    for folder in (self.export, os.path.join(self.export, "1")):  # the card is written anew
+      if os.path.exists(os.path.join(folder, CARD)):
+        os.remove(os.path.join(folder, CARD))
+    self.card = write_model_card(self.export, COMMITTED_RUN)
+
+  def test_card_names_the_attacks_and_threat_model(self):
+    for folder in (self.export, os.path.join(self.export, "1")):
+      self.assertEqual(open(os.path.join(folder, CARD)).read(), self.card)
+    for text in ("L-inf", "eps = 0.3", "PGD-40 (1 restart, step 0.01)", "AutoAttack (APGD-CE",
+                 "Black box", "without FAB-T", "seed 0", "input `images`, float32 "
+                 "[batch, 28, 28, 1]", "`classes` int64", "--method=anp_vs",
+                 "--init_from=results/mnist/standard", "Units kept per layer: 6/20, 20/50"):
+      self.assertIn(text, self.card)
+    self.assertNotIn("data_dir=../", self.card)
+
+  def test_config_keeps_only_what_applies_to_the_model(self):
+    saved = json.load(open(os.path.join(self.export, "1", "config.json")))
+    self.assertNotIn("data_dir", saved)
+    self.assertFalse([k for k in saved if k.startswith(("hydra", "admm", "awt", "bnn", "sap"))])
+    self.assertNotIn("trades_beta", saved)  # anp_vs's loss has no TRADES term
+    self.assertEqual((saved["method"], saved["eps"], saved["architecture"]),
+                     ("anp_vs", 0.3, "lenet"))
+    self.assertEqual(saved["units_kept"], [6, 20, 147, 39])
+    # --mode=eval reads it back as the run's identity.
+    run = Config.load(run_config_path(COMMITTED_RUN)).resolved()
+    back = Config.load(os.path.join(self.export, "1", "config.json")).resolved()
+    self.assertEqual({k: getattr(back, k) for k in run.run_keys},
+                     {k: getattr(run, k) for k in run.run_keys})
+    # Idempotent: a second card over the new config is the same.
+    self.assertEqual(write_model_card(self.export, COMMITTED_RUN), self.card)
 
 
 if __name__ == "__main__":

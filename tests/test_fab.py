@@ -95,6 +95,7 @@ def test_fab_t_finds_the_closest_adversarial_point_of_a_linear_model():
   np.testing.assert_array_equal(x_adv[~fooled], x[~fooled])  # not found within eps: x
 
 
+@pytest.mark.slow
 def test_fab_t_respects_the_box_where_it_binds():
   """Logit 1 - logit 0 = sum(x) - 6.8, the other classes far below. At x (4 pixels at 1, 4 at
   0.5; sum 6) the gap is 0.8 and only the 4 pixels at 0.5 can rise: the closest misclassified

@@ -370,6 +370,7 @@ def pretrained(tmp_path_factory):
 
 
 @needs_data
+@pytest.mark.slow
 def test_finetune_needs_a_prune_run_of_the_same_settings(pretrained, tmp_path):
   common = dict(mode="train", epochs=1, steps_per_epoch=2, val_examples=0)
   with pytest.raises(UserError, match="expected a --method=hydra --hydra_stage=prune run"):
@@ -384,6 +385,7 @@ def test_finetune_needs_a_prune_run_of_the_same_settings(pretrained, tmp_path):
 
 @needs_data
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.slow
 def test_prune_stage_resumes_exactly(pretrained, tmp_path, monkeypatch, optimizer):
   def run(model_dir):
     return run_train(hydra_cfg(mode="train", init_from=pretrained, epochs=2, steps_per_epoch=3,
@@ -402,6 +404,7 @@ def test_prune_stage_resumes_exactly(pretrained, tmp_path, monkeypatch, optimize
 
 
 @needs_data
+@pytest.mark.slow
 def test_main_runs_the_chain_eval_export_and_report(pretrained, tmp_path):
   """prune -> finetune (main.py's flags, in a subprocess) and LWM, then --mode=prune, eval and
   report through main.run; channel granularity, 50% of every site."""

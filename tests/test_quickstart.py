@@ -4,6 +4,7 @@ import json
 import os
 import unittest
 
+import pytest
 import tensorflow as tf
 
 from tests.helpers import SHARED_DATA, have_real_data
@@ -11,6 +12,7 @@ from tests.test_train import run_main
 
 
 @unittest.skipUnless(have_real_data(), f"real MNIST not found in {SHARED_DATA}")
+@pytest.mark.slow
 class QuickstartTest(tf.test.TestCase):
 
   def test_pipeline_writes_every_result_and_says_where(self):

@@ -9,6 +9,7 @@ import time
 import unittest
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO, SHARED_DATA, have_real_data, results_script
@@ -41,6 +42,7 @@ def log_records(run):
 
 
 @needs_data
+@pytest.mark.slow
 class ExactResumeTest(tf.test.TestCase):
 
   def test_kill_9_mid_epoch_then_same_command_equals_uninterrupted_run(self):

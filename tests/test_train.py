@@ -154,6 +154,7 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotIn("Traceback", out.stderr)
 
   @needs_data
+  @pytest.mark.slow
   def test_train_then_eval_end_to_end_and_resume(self):
     run = os.path.join(self.get_temp_dir(), "anp_vs")
     common = ["--dataset=mnist", f"--data_dir={SHARED_DATA}", f"--model_dir={run}"]
@@ -248,6 +249,7 @@ def test_init_from_a_checkpoint_without_the_networks_weights_is_an_error(tmp_pat
 
 
 @needs_data
+@pytest.mark.slow
 def test_resume_drops_a_torn_last_log_line_and_refuses_a_damaged_log(tmp_path):
   """A kill while appending an epoch's record leaves half a line; the resumed run redoes that
   epoch and rewrites the log whole. A line that is not JSON before the last is damage."""

@@ -4,7 +4,8 @@
 units removed, logits equal to the masked network's) with `pruning.json` (parameters, FLOPs,
 the paper's columns, the logit check); --mode=export writes the network as trained (an Adv-BNN
 run as its stochastic ensemble, `--defense=sap` with SAP after every activation). Both serve
-`images` -> probabilities, classes, logits (`save_for_serving`).
+`images` -> probabilities, classes, logits (`save_for_serving`), with the model's config.json
+and MODEL_CARD.md (`anp.deploy.card`).
 """
 
 import dataclasses
@@ -18,6 +19,7 @@ import tensorflow as tf
 from anp import data, methods
 from anp.deploy import efficiency
 from anp.atomic import write_whole
+from anp.deploy.card import PRUNING_JSON, model_config, write_model_card
 from anp.deploy.compact import compact_model
 from anp.config import architecture, run_config_path
 from anp.errors import UserError
@@ -76,7 +78,7 @@ def save_for_serving(model, export_dir, image_shape, standardize=False, run_cfg=
   module = _Serving(model, image_shape, standardize)
   tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
   if run_cfg is not None:  # lets --mode=eval evaluate the export like its run
-    run_cfg.save(run_config_path(path))
+    write_whole(run_config_path(path), json.dumps(model_config(run_cfg), indent=2) + "\n")
   return path
 
 
@@ -87,9 +89,6 @@ def load_saved_model(path):
 
 # ----------------------------------------------------------------------------------------------
 # --mode=prune / --mode=export.
-
-
-PRUNING_JSON = "pruning.json"
 
 
 def pruning_report(net, compact, cfg, x_test):
@@ -160,7 +159,8 @@ def run_export(cfg, arrays=None):
             "SavedModel is random; attack it with --eot_samples.")
     path = save_for_serving(inference_model(net, info.image_shape, hook), cfg.export_dir,
                             info.image_shape, standardize, serving_cfg)
-    print(f"SavedModel written to {path}")
+    write_model_card(cfg.export_dir, cfg.model_dir)
+    print(f"SavedModel written to {path}, with {os.path.join(path, 'MODEL_CARD.md')}")
     return dict(path=path)
   compact = compact_model(net)
   _, _, x_te, y_te = arrays or data.load_arrays(run_cfg.dataset, cfg.data_dir or run_cfg.data_dir,
@@ -174,8 +174,9 @@ def run_export(cfg, arrays=None):
   # A copy inside the version directory lets --mode=eval report the export's sparsity.
   for folder in (cfg.export_dir, path):
     write_whole(os.path.join(folder, PRUNING_JSON), json.dumps(report, indent=2))
+  write_model_card(cfg.export_dir, cfg.model_dir)
   print(format_report(report))
-  print(f"SavedModel written to {path}")
+  print(f"SavedModel written to {path}, with {os.path.join(path, 'MODEL_CARD.md')}")
   return report
 
 

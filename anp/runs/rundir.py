@@ -9,27 +9,12 @@ from anp import methods
 from anp.runs import original_ckpt
 from anp.config import Config, architecture, run_config_path
 from anp.data import dataset_info
-from anp.errors import UserError
+from anp.runs.paths import RunError, check_writable_dir  # noqa: F401 (used from here too)
 from models.lenet import LeNet5
 from models.vgg import VGG
 
 # Fractions of training after which the original divides the learning rate by 10.
 LR_DECAY_POINTS = {"lenet": (0.5, 0.7), "vgg": (0.5, 0.8)}
-
-
-class RunError(UserError):
-  """A model directory or checkpoint that cannot be used; the message says why."""
-
-
-def check_writable_dir(path, flag):
-  """RunError unless `path` is a directory, or can be made one, that we may write in."""
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise RunError(f"Flag {flag}: {path!r} is a file; expected a directory.")
-  parent = os.path.abspath(path)
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise RunError(f"Flag {flag}: cannot write in {parent!r} (permission denied).")
 
 
 def build_net(cfg, **options):
