@@ -326,9 +326,10 @@ def test_sgd_is_the_references_sgd_with_its_per_epoch_cosine(stage, lr):
     hydra_cfg(hydra_lr=0.0)
 
 
-def _readme_commands(heading):
-  """The shell commands (continuation lines joined) of the first code block after `heading`."""
-  with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
+def _documented_commands(heading):
+  """The shell commands (continuation lines joined) of the first code block after `heading` in
+  docs/methods.md."""
+  with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "methods.md")) as f:
     text = f.read()
   block = text[text.index(heading):]
   block = block[block.index("```bash") + len("```bash"):]
@@ -336,10 +337,10 @@ def _readme_commands(heading):
   return [line.split("#")[0] for line in block.splitlines() if "main.py" in line]
 
 
-def test_readme_hydra_commands_use_the_references_epochs():
+def test_documented_hydra_commands_use_the_references_epochs():
   """inspire-group/hydra's README: 20 epochs of pruning, then 100 of finetuning (LWM too)."""
   stages = {}
-  for line in _readme_commands("**HYDRA** (`--method=hydra`"):
+  for line in _documented_commands("**HYDRA** (`--method=hydra`"):
     if "--method=hydra" in line:
       stage = "prune" if "--hydra_stage=prune" in line else "finetune"
       stages.setdefault(stage, []).append(line)
