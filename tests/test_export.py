@@ -255,6 +255,16 @@ class ModelCardTest(tf.test.TestCase):
     # Idempotent: a second card over the new config is the same.
     self.assertEqual(write_model_card(self.export, COMMITTED_RUN), self.card)
 
+  def test_an_export_of_an_earlier_checkpoint_shows_only_its_own_evaluations(self):
+    card = write_model_card(self.export, COMMITTED_RUN, checkpoint="the end of epoch 38")
+    self.assertIn("at its checkpoint of the end of epoch 38, not its final one.", card)
+    self.assertNotIn(os.path.join(COMMITTED_RUN, "eval"), card)  # the final checkpoint's
+    self.assertNotIn("Trained 200 of 200 epochs", card)
+    own = os.path.join(self.export, "1", "eval.json")
+    self.assertEqual(card.count(f"`{own}`"), 1)
+    self.assertIn(f"`{own}`", self.card)  # the export's evaluation, listed once
+    self.assertEqual(self.card.count(f"`{own}`"), 1)
+
 
 if __name__ == "__main__":
   tf.test.main()

@@ -193,9 +193,13 @@ def _trained(run_dir, cfg):
   return f"Trained {last[0]['epoch']} of {cfg.epochs} epochs ({last[0]['step']} steps)."
 
 
-def write_model_card(export_dir, run_dir):
+def write_model_card(export_dir, run_dir, checkpoint=None):
   """Writes config.json (`model_config`) into the export's SavedModel folder and MODEL_CARD.md
-  beside it and in `export_dir`; returns the card's text. The SavedModel is not touched."""
+  beside it and in `export_dir`; returns the card's text. The SavedModel is not touched.
+
+  `checkpoint` names an earlier checkpoint of the run that the export was made from (e.g.
+  'the end of epoch 38'): the card says so and leaves out the run's own evaluations, which are
+  of its final checkpoint."""
   path = version_dir(export_dir)
   run_cfg = Config.load(run_config_path(run_dir)).resolved()
   served = path if os.path.isfile(run_config_path(path)) else run_dir
@@ -204,15 +208,18 @@ def write_model_card(export_dir, run_dir):
   pruning = _json(os.path.join(path, PRUNING_JSON)) or _json(
       os.path.join(export_dir, PRUNING_JSON))
   write_whole(run_config_path(path), json.dumps(model_config(cfg, pruning), indent=2) + "\n")
-  files = (sorted(glob.glob(os.path.join(run_dir, "eval*.json")))
-           + sorted(glob.glob(os.path.join(path, "eval*.json"))))
+  files = [] if checkpoint else sorted(glob.glob(os.path.join(run_dir, "eval*.json")))
+  files += sorted(glob.glob(os.path.join(path, "eval*.json")))
+  files = list({os.path.realpath(f): f for f in files}.values())
   results = [dict(r, file=f) for f in files if (r := _json(f))]
   info = dataset_info(cfg.dataset)
   shape = ", ".join(str(d) for d in info.image_shape)
   n = info.n_classes
   name = DATASET_NAMES.get(cfg.dataset, cfg.dataset)
   lines = [f"# {method.title} {ARCHITECTURES[architecture(cfg.dataset)]} on {name}", "",
-           f"SavedModel `{path}`, exported from the run `{run_dir}`.", "",
+           f"SavedModel `{path}`, exported from the run `{run_dir}`"
+           + (f" at its checkpoint of {checkpoint}, not its final one." if checkpoint else "."),
+           "",
            "## Data", "",
            f"{name} (`--dataset={cfg.dataset}`): {info.n_train} training images, "
            f"{info.n_test} test images. Inputs are pixels in [0, 1]"
@@ -236,8 +243,10 @@ def write_model_card(export_dir, run_dir):
             f"python main.py --mode={export_mode} --model_dir={run_dir} "
             f"--export_dir={export_dir}"
             + (f" --defense=sap --sap_frac={cfg.sap_frac:g}" if cfg.defense == "sap" else ""),
-            "```", "", "DATA: the folder of the raw data archives (without it, TFDS is tried). "
-            + _trained(run_dir, cfg) + f" The model's settings: `{run_config_path(path)}`.", "",
+            "```", "", " ".join(filter(None, [
+                "DATA: the folder of the raw data archives (without it, TFDS is tried).",
+                "" if checkpoint else _trained(run_dir, cfg),
+                f"The model's settings: `{run_config_path(path)}`."])), "",
             "## Size", "", *_efficiency(pruning, results), "",
             "## Serving signature", "",
             "`serving_default`: input `images`, float32 [batch, " + shape + "], pixels in "
