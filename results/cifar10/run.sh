@@ -6,7 +6,7 @@
 # AutoAttack on the 10,000 test images at eps 0.03 (8/255 is the field's usual radius; the
 # paper's is 0.03), the black box, the report and results/paper.py's comparison.
 # Re-running skips what is done and resumes a partly trained row from its latest checkpoint:
-#   setsid nohup bash results/cifar10/run.sh > run.out 2>&1 & echo $! > run.pid
+#   (setsid nohup bash results/cifar10/run.sh > run.out 2>&1 & echo $! > run.pid)
 # and stop it with `kill -- -$(cat run.pid)` (the script and its running training).
 # Settings for a smaller run, e.g. a check of the chain on a tiny subset:
 #   R (results folder, default results/cifar10), DATA_DIR (default ../shared/data),

@@ -4,7 +4,7 @@
 # row prints "already trained ... nothing to do", a partly trained one resumes exactly from its
 # latest checkpoint, and a row whose eval.json has its AutoAttack and black-box columns is not
 # evaluated again. So one command carries the reproduction forward:
-#   setsid nohup bash results/mnist/run.sh > run.out 2>&1 & echo $! > run.pid
+#   (setsid nohup bash results/mnist/run.sh > run.out 2>&1 & echo $! > run.pid)
 # from the root of a checkout nobody edits meanwhile (docs/long_runs.md: a worktree whose
 # results/ links to the main checkout's).
 # Stop it with `kill -- -$(cat run.pid)` (its process group: the script and the running
