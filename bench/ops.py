@@ -11,6 +11,10 @@ after two warm-up calls):
   - conv2_fwd_dx / dense3_fwd: the largest conv and matmul of an attack step (batch 64,
     conv2 forward + input gradient, dense3 forward) in float32 and bfloat16
     (`--train_attack_dtype`).
+  - sap_draw: which units SAP keeps (`anp.evaluation.sap.drawn`, r = n draws with replacement)
+    for 1000 examples of LeNet5's post-ReLU activations (conv1 [24, 24, 20] = 11520 units,
+    conv2 [8, 8, 50] = 3200), against r calls of `tf.random.categorical` and a bincount
+    (`categorical`), the same distribution; at most 5 calls each.
 """
 
 import json
@@ -24,20 +28,31 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from anp.evaluation.sap import drawn  # noqa: E402
 from bench.common import device  # noqa: E402
 
 flags.DEFINE_integer("reps", 50, "Timed calls per measurement.", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
-def ms_per_call(fn, *args):
+def ms_per_call(fn, *args, reps=None):
+  reps = reps or FLAGS.reps
   fn(*args)
   fn(*args).numpy()
   start = time.perf_counter()
-  for _ in range(FLAGS.reps):
+  for _ in range(reps):
     out = fn(*args)
   out.numpy()
-  return round((time.perf_counter() - start) / FLAGS.reps * 1000, 3)
+  return round((time.perf_counter() - start) / reps * 1000, 3)
+
+
+def sap_draws(units):
+  def categorical(p):
+    draws = tf.random.categorical(tf.math.log(tf.maximum(p, 1e-30)), units)
+    return tf.math.bincount(tf.cast(draws, tf.int32), minlength=units, maxlength=units,
+                            axis=-1) > 0
+
+  return {"categorical": categorical, "drawn": lambda p: drawn(p, units)}
 
 
 def conv1_variants(filters):
@@ -87,6 +102,13 @@ def main(_):
     for op, fn, args in (("conv2_fwd_dx", conv2_fwd_dx, (h, k)),
                          ("dense3_fwd", tf.function(lambda a, w: a @ w), (a, w))):
       print(json.dumps(dict(op=op, dtype=dtype.name, batch=64, ms=ms_per_call(fn, *args),
+                            device=device())), flush=True)
+  for units in (11520, 3200):
+    h = tf.nn.relu(tf.random.stateless_normal([1000, units], [3, 1]))
+    p = h / tf.reduce_sum(h, axis=1, keepdims=True)
+    for name, fn in sap_draws(units).items():
+      print(json.dumps(dict(op="sap_draw", variant=name, batch=1000, units=units,
+                            ms=ms_per_call(tf.function(fn), p, reps=min(FLAGS.reps, 5)),
                             device=device())), flush=True)
 
 

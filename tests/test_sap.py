@@ -20,7 +20,7 @@ from models.lenet import LeNet5
 
 def old_sap(h, frac=1.0, seed=None):
   """`sap` with the gradient stopped through p and the scale: the formula before
-  `differentiable` existed, kept verbatim as the reference."""
+  `differentiable` existed, kept verbatim as the reference, given the same draw."""
   shape = tf.shape(h)
   n = math.prod(h.shape[1:])
   flat = tf.reshape(h, [shape[0], n])
@@ -28,16 +28,59 @@ def old_sap(h, frac=1.0, seed=None):
   mag = tf.abs(tf.stop_gradient(flat))
   total = tf.reduce_sum(mag, axis=1, keepdims=True)
   p = mag / tf.maximum(total, 1e-30)
-  logits = tf.math.log(tf.maximum(p, 1e-30))
-  if seed is None:
-    draws = tf.random.categorical(logits, r)
-  else:
-    draws = tf.random.stateless_categorical(logits, r, seed)
-  hits = tf.math.bincount(tf.cast(draws, tf.int32), minlength=n, maxlength=n, axis=-1)
+  hits = sap.drawn(p, r, seed)
   keep_prob = -tf.math.expm1(r * tf.math.log1p(-tf.minimum(p, 1.0 - 1e-7)))
-  scale = tf.where(hits > 0, 1.0 / tf.maximum(keep_prob, 1e-30), 0.0)
+  scale = tf.where(hits, 1.0 / tf.maximum(keep_prob, 1e-30), 0.0)
   scale = tf.where(total > 0, scale, 1.0)
   return tf.reshape(flat * tf.stop_gradient(scale), shape)
+
+
+def kept_sets(p, r, rows, seed):
+  """The kept masks of `rows` draws from the one categorical p, as a [rows, n] bool array."""
+  return sap.drawn(tf.tile(tf.constant([p], tf.float32), [rows, 1]), r, seed).numpy()
+
+
+def test_drawn_gives_the_exact_distribution_of_the_kept_set():
+  # n = 3 units, r = 2 draws: P({j}) = p_j^2 and P({i, j}) = 2 p_i p_j.
+  p = np.array([0.5, 0.3, 0.2])
+  kept = kept_sets(p, 2, 40000, [1, 2])
+  sets = {(0,): p[0] ** 2, (1,): p[1] ** 2, (2,): p[2] ** 2, (0, 1): 2 * p[0] * p[1],
+          (0, 2): 2 * p[0] * p[2], (1, 2): 2 * p[1] * p[2]}
+  counts = {s: 0 for s in sets}
+  for row in kept:
+    counts[tuple(np.flatnonzero(row))] += 1  # a key error: an impossible set
+  chi2 = sum((counts[s] - len(kept) * q) ** 2 / (len(kept) * q) for s, q in sets.items())
+  assert chi2 < 20.5, (chi2, counts)  # chi-square, 5 degrees of freedom: P(> 20.5) = 0.001
+
+
+def test_drawn_marginals_and_dependence_match_draws_with_replacement():
+  rng = np.random.default_rng(0)
+  p = rng.exponential(size=40) * (rng.uniform(size=40) > 0.2)  # some units of p = 0
+  p /= p.sum()
+  r, rows = 40, 20000
+  kept = kept_sets(p, r, rows, [3, 4])
+  q = 1 - (1 - p) ** r  # P(unit j drawn)
+  assert not np.any(kept[:, p == 0])
+  np.testing.assert_array_less(np.abs(kept.mean(0) - q), 5 * np.sqrt(q * (1 - q) / rows) + 1e-9)
+  # The number of distinct units: its variance has the negative covariances of draws with
+  # replacement, Cov(i, j) = (1 - p_i - p_j)^r - (1 - p_i)^r (1 - p_j)^r, which independent
+  # per-unit coins (the same marginals) would not have.
+  both_missed = np.clip(1 - p[:, None] - p[None, :], 0, None) ** r
+  cov = both_missed - np.outer(1 - q, 1 - q)
+  np.fill_diagonal(cov, q * (1 - q))
+  distinct = kept.sum(1)
+  assert abs(distinct.mean() - q.sum()) < 5 * np.sqrt(cov.sum() / rows)
+  assert abs(distinct.var() / cov.sum() - 1) < 0.06, (distinct.var(), cov.sum(), q @ (1 - q))
+  assert cov.sum() < 0.8 * (q @ (1 - q))  # the check can tell the two apart
+
+
+def test_drawn_is_seeded_and_draws_nothing_from_a_zero_row():
+  p = tf.constant([[0.25, 0.25, 0.5, 0.0], [0.0] * 4])
+  first = sap.drawn(p, 3, [5, 6]).numpy()
+  np.testing.assert_array_equal(sap.drawn(p, 3, [5, 6]).numpy(), first)
+  assert not np.any(first[1]) and not first[0, 3] and 1 <= first[0].sum() <= 3
+  samples = np.stack([sap.drawn(p, 3).numpy() for _ in range(20)])
+  assert len({s.tobytes() for s in samples}) > 1  # unseeded: new draws
 
 
 def activations(shape, seed):
@@ -49,7 +92,7 @@ def activations(shape, seed):
 
 @pytest.mark.parametrize("shape,frac", [([4, 3, 3, 5], 1.0), ([4, 3, 3, 5], 0.3),
                                         ([5, 40], 0.5), ([5, 40], 0.01)])
-def test_forward_is_bit_for_bit_the_old_formula(shape, frac):
+def test_forward_is_bit_for_bit_the_formula(shape, frac):
   h = activations(shape, seed=len(shape))
   for i in range(5):
     ref = old_sap(h, frac, seed=[i, 3]).numpy()
