@@ -22,9 +22,13 @@ when it is one of them, else mnist); --rows defaults to every row of that table.
 
 import json
 import os
+import sys
 import textwrap
 
 from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from anp.evaluation import labels  # noqa: E402  (no TensorFlow)
 
 flags.DEFINE_list("rows", None, "Run folders under DIR (default: the table's rows).")
 flags.DEFINE_enum("paper_table", None, ["mnist", "cifar10"],
@@ -120,24 +124,14 @@ def compare(run_dir, row, dataset="mnist"):
     with open(path) as f:
       result = json.load(f)
     out["ours"], out["worst_case"] = ours(result)
-    out["attacks"] = attack_names(result.get("attack") or {})
+    attack = result.get("attack") or {}
+    out["attacks"] = [labels.per_attack_label(result, a)
+                      for a in attack.get("attacks") or [attack.get("name") or "pgd"]]
     out["autoattack"] = pct((result.get("per_attack") or {}).get("autoattack"))
-    spec = ((result.get("attack") or {}).get("specs") or {}).get("autoattack") or {}
-    out["autoattack_fab_t"] = "fab-t" in spec.get("stages", ("fab-t",))
+    out["autoattack_fab_t"] = labels.with_fab_t(labels.specs(result).get("autoattack") or {})
     if paper:
       out["verdict"] = {c: verdict(c, out["paper"][c], out["ours"][c]) for c in COLUMNS}
   return out
-
-
-def attack_names(attack):
-  """The attacks of an evaluation as table labels, e.g. ['PGD-40', 'AutoAttack']."""
-  steps = attack.get("steps", 40)
-  label = {"pgd": f"PGD-{steps}", "apgd-ce": f"APGD-CE-{steps}", "apgd-dlr": f"APGD-DLR-{steps}",
-           "apgd-t": f"APGD-T-{steps}", "cw": f"CW-{steps}", "fab-t": f"FAB-T-{steps}",
-           "fgsm": "FGSM", "square": "Square", "autoattack": "AutoAttack",
-           "autoattack-rand": "AutoAttack-rand"}
-  names = attack.get("attacks") or [attack.get("name", "pgd")]
-  return [label.get(a, a) for a in names]
 
 
 def worst_case_header(rows):

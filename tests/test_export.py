@@ -232,7 +232,7 @@ class ModelCardTest(tf.test.TestCase):
   def test_card_names_the_attacks_and_threat_model(self):
     for folder in (self.export, os.path.join(self.export, "1")):
       self.assertEqual(open(os.path.join(folder, CARD)).read(), self.card)
-    for text in ("L-inf", "eps = 0.3", "PGD-40 (1 restart, step 0.01)", "AutoAttack (APGD-CE",
+    for text in ("L-inf", "eps = 0.3", "PGD-40 (1 restart, step 0.01)", "AutoAttack without FAB-T (APGD-CE",
                  "Black box", "without FAB-T", "seed 0", "input `images`, float32 "
                  "[batch, 28, 28, 1]", "`classes` int64", "--method=anp_vs",
                  "--init_from=results/mnist/standard", "Units kept per layer: 6/20, 20/50"):

@@ -16,6 +16,7 @@ from anp import methods
 from anp.atomic import write_whole
 from anp.config import Config, architecture, run_config_path
 from anp.data import dataset_info
+from anp.evaluation import labels
 
 CARD = "MODEL_CARD.md"
 PRUNING_JSON = "pruning.json"
@@ -86,45 +87,24 @@ def train_command(cfg, run_dir):
   return " ".join(args + ["--data_dir=DATA", f"--model_dir={run_dir}"])
 
 
-def attack_label(name, spec):
-  """A name such as 'PGD-40 (1 restart, step 0.01)' of an entry of eval.json's per_attack."""
-  base, _, stage = name.partition("/")
-  if stage:
-    return f"AutoAttack after {stage.upper()} (the cascade so far)"
-  if not spec:
-    return name.upper()
-  extra = f", {spec['eot_samples']} EOT samples" if spec.get("eot_samples", 1) > 1 else ""
-  if base.startswith("autoattack"):
-    return (f"AutoAttack ({', '.join(s.upper() for s in spec.get('stages', []))}; "
-            f"{spec['steps']} iterations, Square {spec.get('queries', '?')} queries{extra})")
-  if base == "square":
-    return f"Square ({spec.get('queries', '?')} queries{extra})"
-  if base == "fgsm":
-    return f"FGSM{extra and f' ({extra[2:]})'}"
-  restarts = spec.get("restarts", 1)
-  step = f", step {spec['step_size']:g}" if base == "pgd" and spec.get("step_size") else ""
-  return (f"{base.upper()}-{spec['steps']} ({restarts} restart{'s' if restarts > 1 else ''}"
-          f"{step}{extra})")
-
-
-def _specs(result):
-  """{attack name: its settings} of an eval.json dict (one dict for all when it has no specs)."""
-  attack = result.get("attack") or {}
-  return attack.get("specs") or {n: attack for n in attack.get("attacks") or [attack.get("name")]}
+def attack_name(result, key):
+  """A name such as 'PGD-40 (1 restart, step 0.01)' of a `per_attack` key of eval.json."""
+  label = labels.per_attack_label(result, key)
+  spec = labels.specs(result).get(key)
+  details = labels.attack_details(spec) if spec else ""
+  return f"{label} ({details})" if details else label
 
 
 def metrics_table(result):
   """Markdown rows (accuracy in %) of one eval.json dict."""
   rows = [("Clean", result["clean_acc"])]
-  specs = _specs(result)
   per_attack = result.get("per_attack") or {}
-  rows += [(attack_label(name, specs.get(name.split("/")[0])), acc)
-           for name, acc in per_attack.items()]
+  rows += [(attack_name(result, name), acc) for name, acc in per_attack.items()]
   if len([n for n in per_attack if "/" not in n]) > 1:
     rows.append(("Worst case per example over the attacks above", result["adv_acc"]))
   if result.get("blackbox"):
     bb = result["blackbox"]
-    rows.append((f"Black box: {attack_label(bb['attack']['name'], bb['attack'])} crafted on "
+    rows.append((f"Black box: {attack_name(bb, bb['attack']['name'])} crafted on "
                  f"the {_title(bb.get('source_method'))} model {bb.get('source_model_dir')}",
                  bb["adv_acc"]))
   return ["| Attack | Accuracy (%) |", "| --- | --- |"] + [
@@ -135,12 +115,13 @@ def limitations(cfg, results, method):
   notes = [f"One training run (seed {cfg.seed}): no spread over seeds is measured.",
            f"Robustness is measured against L-inf attacks of radius {cfg.eps:g} only (no L2, "
            "patch, corruption or distribution-shift robustness)."]
-  specs = [s for r in results for n, s in _specs(r).items() if n and n.startswith("autoattack")]
+  specs = [s for r in results for n, s in labels.specs(r).items()
+           if n and n.startswith("autoattack")]
   if not specs:
     notes.append("Not evaluated with AutoAttack: the white-box numbers are upper bounds from "
                  "the attacks listed.")
   for spec in specs:
-    if "fab-t" not in spec.get("stages", ["fab-t"]):
+    if not labels.with_fab_t(spec):
       notes.append(f"AutoAttack ran without FAB-T (stages: {', '.join(spec['stages'])}), a "
                    "subset of the standard cascade.")
       break

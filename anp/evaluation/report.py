@@ -24,8 +24,8 @@ import numpy as np
 from anp.atomic import write_whole
 from anp.errors import UserError
 from anp.evaluation.evaluate import output_dir
-from anp.evaluation.tables import (markdown_table, model_name, per_attack_label, table_cells,
-                                   worst_case_attacks)
+from anp.evaluation.labels import per_attack_label, worst_case_attacks
+from anp.evaluation.tables import markdown_table, model_name, table_cells
 
 REQUIRED = ("clean_acc", "adv_acc")
 UNITS_PNG = "units_per_layer.png"

@@ -10,6 +10,7 @@ import os
 
 from anp.deploy import efficiency
 from anp import methods
+from anp.evaluation.labels import attack_label, with_fab_t, worst_case_attacks
 
 # The white-box columns: PGD-40 (the paper's attack), AutoAttack (the field's standard) and the
 # per-example worst case of every attack the evaluation ran; the black box transfers PGD-40.
@@ -71,7 +72,7 @@ def _attack_cell(result, attack):
     cell += f" ({attack_label(spec)})"
   if acc is not None and attack == "autoattack" and spec.get("name") == "autoattack-rand":
     cell += " (rand)"
-  elif acc is not None and attack == "autoattack" and not _with_fab_t(spec):
+  elif acc is not None and attack == "autoattack" and not with_fab_t(spec):
     cell += " (no FAB-T)"
   return cell
 
@@ -90,16 +91,6 @@ def table_cells(result, name=None):
           _fmt(result.get("memory_pct"), ".2f"),
           _fmt(result.get("flops_ratio"), ".2f"),
           _fmt(result.get("sparsity"), ".2f", 100)]
-
-
-def worst_case_attacks(results):
-  """'PGD-40, AutoAttack': the attacks of the results' per-example worst case, when every
-  result ran the same ones; "each row's attacks" otherwise; '' without results."""
-  lists = {tuple(per_attack_label(r, a) for a in (r.get("attack") or {}).get("attacks")
-                 or [(r.get("attack") or {}).get("name")]) for r in results}
-  if len(lists) == 1:
-    return ", ".join(next(iter(lists)))
-  return "each row's attacks" if lists else ""
 
 
 def columns(results=()):
@@ -150,42 +141,6 @@ def format_table(result):
                  "FAILED: " + ", ".join(sanity["failed"]) + " (possible gradient masking)"))
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-
-def attack_label(spec):
-  """'PGD-40', 'APGD-CE-100', 'Square-5000', 'AutoAttack' of an attack's spec dict."""
-  name = spec["name"]
-  if name.startswith("autoattack"):
-    if name.endswith("rand"):
-      return "AutoAttack-rand"
-    return "AutoAttack" + ("" if _with_fab_t(spec) else " without FAB-T")
-  if name == "square":
-    return f"Square-{spec.get('queries')}"
-  return f"{name.upper()}-{spec['steps']}"
-
-
-def _with_fab_t(spec):
-  """Whether a standard AutoAttack spec's recorded cascade had FAB-T (specs that record no
-  stages are taken as they read)."""
-  return "fab-t" in spec.get("stages", ("fab-t",))
-
-
-STAGE_LABELS = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T",
-                "fab-t": "FAB-T", "square": "Square"}
-
-
-def per_attack_label(result, key):
-  """The column header of a `per_attack` key of an eval.json dict: 'PGD-40', 'Square-5000',
-  'AutoAttack', or for a stage of AutoAttack's cascade 'AutoAttack to APGD-T-100' (robust to
-  every stage up to that one)."""
-  att = result.get("attack") or {}
-  specs = att.get("specs") or {}
-  name, _, stage = key.partition("/")
-  spec = specs.get(name) or dict(att, name=name)
-  if not stage:
-    return attack_label(spec)
-  budget = spec.get("queries") if stage == "square" else spec.get("steps")
-  return f"{attack_label(spec)} to {STAGE_LABELS.get(stage, stage)}-{budget}"
 
 
 def efficiency_columns(arch, n_active, unit_counts, n_classes):
