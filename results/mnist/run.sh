@@ -9,23 +9,31 @@
 # results/ links to the main checkout's).
 # Stop it with `kill -- -$(cat run.pid)` (its process group: the script and the running
 # training, which keeps its last checkpoint: at most --checkpoint_every steps are redone).
+# Settings for a check of the chain on a tiny budget (tests/test_mnist_chain.py):
+#   R (results folder, default results/mnist), DATA_DIR (default ../shared/data),
+#   TRAIN_FLAGS (added to every training, e.g. "--epochs=1 --steps_per_epoch=1"),
+#   EVAL_FLAGS (added to every evaluation, e.g. "--eval_examples=8"),
+#   SAP_ROWS (the rows evaluated with and without SAP, default "standard pretrained_at at anp_vs").
 set -euo pipefail
 D=${DATA_DIR:-../shared/data}
-R=results/mnist
+R=${R:-results/mnist}
+read -r -a train_flags <<< "${TRAIN_FLAGS:-}"
+read -r -a eval_flags <<< "${EVAL_FLAGS:-}"
 train() {  # train ROW METHOD [flags]: 200 epochs (the default) of METHOD into R/ROW
   local row=$1 method=$2; shift 2
-  python main.py --mode=train --method="$method" --data_dir="$D" --model_dir="$R/$row" "$@"
+  python main.py --mode=train --method="$method" --data_dir="$D" --model_dir="$R/$row" "$@" \
+      ${train_flags[@]+"${train_flags[@]}"}
 }
 evaluate() {  # evaluate ROW SOURCE [flags]: PGD-40 and AutoAttack, black box from R/SOURCE
   local row=$1 source=$2; shift 2
   if [ -f "$R/$row/eval.json" ] && python -c "import json, sys
 r = json.load(open(sys.argv[1]))
-sys.exit(0 if r.get('blackbox') and 'autoattack' in r.get('per_attack', {}) else 1)" \
-      "$R/$row/eval.json"; then
+sys.exit(0 if r.get('blackbox') and r.get('per_attack') else 1)" "$R/$row/eval.json"; then
     return 0
   fi
   python main.py --mode=eval --model_dir="$R/$row" --data_dir="$D" --attack=pgd,autoattack \
-      --eval_batch=1024 --source_model_dir="$R/$source" --sanity_checks "$@"
+      --eval_batch=1024 --source_model_dir="$R/$source" --sanity_checks "$@" \
+      ${eval_flags[@]+"${eval_flags[@]}"}
 }
 # The strategies are those each committed run was (or will be) trained with: a resumed run is
 # bit-exact only under the strategy it started with.
@@ -40,16 +48,47 @@ train anp anp --init_from=$R/standard --strategy=cpu_split
 # ANP's white box as soon as it is trained; evaluate (below) evaluates it again, with its
 # black box, once at_source exists.
 [ -f "$R/anp/eval.json" ] || python main.py --mode=eval --model_dir="$R/anp" --data_dir="$D" \
-    --attack=pgd,autoattack --eval_batch=1024 --sanity_checks --strategy=cpu_split
+    --attack=pgd,autoattack --eval_batch=1024 --sanity_checks --strategy=cpu_split \
+    ${eval_flags[@]+"${eval_flags[@]}"}
 train at_source at --seed=1 --strategy=cpu_split
 # The paper's remaining baselines: Pretrained AT (AT from the committed standard base; the
 # paper states no schedule of its own, so the 200 epochs of the other rows).
 train pretrained_at at --init_from=$R/standard --strategy=cpu_split
+# TRADES: the authors' MNIST script (train_trades_mnist.py): 100 epochs, PGD-40 of 0.01 from
+# x + 0.001 N(0, 1), beta 1 (--method=trades' MNIST defaults).
+train trades trades --epochs=100
+# ADMM at the paper's 80% weight sparsity, the authors' MNIST schedule: 40 ADMM epochs from the
+# AT row (Z and U every 4, CE of PGD-40 examples), then the hard prune and 40 epochs of masked
+# retraining on CE(x_adv). The table's row is the retrained model.
+train admm_search admm --prune_ratio=0.8 --epochs=40 --init_from=$R/at
+train admm hydra --hydra_stage=finetune --hydra_scores=magnitude --hydra_objective=adv \
+    --prune_ratio=0.8 --epochs=40 --init_from=$R/admm_search
+# Adv-BNN: the paper states no schedule of its own, so the 200 epochs of the other rows.
+train at_bnn at_bnn
+# HYDRA, LWM and AWT pruned to the Memory of ANP-VS (6.98%): removing 93.15% of each layer's
+# weights leaves 6.98% of LeNet5's parameters (biases kept). HYDRA's schedule: 20 epochs of
+# pruning and 100 of finetuning from the AT row with its loss; LWM: 100 epochs of finetuning
+# the magnitude mask of the AT row; AWT: the ticket search from a random start, then 100 epochs
+# of AT of the ticket.
+hydra=(--prune_ratio=0.9315 --hydra_objective=at)
+train hydra_prune hydra --hydra_stage=prune --epochs=20 --init_from=$R/at "${hydra[@]}"
+train hydra hydra --hydra_stage=finetune --epochs=100 --init_from=$R/hydra_prune "${hydra[@]}"
+train lwm hydra --hydra_stage=finetune --hydra_scores=magnitude --epochs=100 --init_from=$R/at \
+    "${hydra[@]}"
+train awt_search awt --prune_ratio=0.9315 --epochs=20  # the search's length: ours, as HYDRA's prune
+train awt hydra --hydra_stage=finetune --epochs=100 --init_from=$R/awt_search "${hydra[@]}"
 # The original's black-box sources: a second standard model for the rows trained without
 # adversarial examples, a second AT model for the adversarially trained ones.
 for row in anp_vs at anp pretrained_at; do evaluate $row at_source --strategy=cpu_split; done
 evaluate standard standard_source
 evaluate bp standard_source --strategy=cpu_split
-python main.py --mode=report --report_dir=$R/report \
-    --runs=$R/standard,$R/bp,$R/at,$R/anp,$R/anp_vs,$R/pretrained_at
+for row in trades admm hydra lwm awt; do evaluate $row at_source; done
+# Adv-BNN's inference is random: AutoAttack's version for random models (EOT over 20 samples).
+evaluate at_bnn at_source --attack=pgd,autoattack-rand
+# SAP on the standard base and the Pretrained AT, AT and ANP-VS rows, beside the same models
+# without it, at eps 0.1 and 0.3 (first 1000 test images; results/mnist/sap.sh).
+read -r -a sap_rows <<< "${SAP_ROWS:-standard pretrained_at at anp_vs}"
+R="$R" DATA_DIR="$D" bash results/mnist/sap.sh "${sap_rows[@]}"
+rows=(standard bp at anp anp_vs pretrained_at trades admm at_bnn hydra lwm awt)
+python main.py --mode=report --report_dir=$R/report --runs="$(IFS=,; echo "${rows[*]/#/$R/}")"
 python results/paper.py $R > $R/report/paper.md

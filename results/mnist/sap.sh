@@ -6,16 +6,18 @@
 # sampling probabilities and rescaling (--sap_gradient=full, the default). Results go to
 # results/mnist/sap/<row>_eps<eps>[_sap]/eval.json; a finished one is not run again.
 #   bash results/mnist/sap.sh [ROW ...]   (default: standard pretrained_at)
+# R, DATA_DIR and EVAL_FLAGS as in results/mnist/run.sh.
 set -euo pipefail
 D=${DATA_DIR:-../shared/data}
-R=results/mnist
+R=${R:-results/mnist}
+read -r -a eval_flags <<< "${EVAL_FLAGS:-}"
 rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=(standard pretrained_at)
 for row in "${rows[@]}"; do
   for eps in 0.1 0.3; do
     out=$R/sap/${row}_eps$eps
     common=(--mode=eval --model_dir="$R/$row" --data_dir="$D" --eps="$eps" --eval_examples=1000
-            --eval_batch=1000)
+            --eval_batch=1000 ${eval_flags[@]+"${eval_flags[@]}"})
     [ -f "$out/eval.json" ] || python main.py "${common[@]}" --attack=pgd,autoattack \
         --eval_dir="$out"
     [ -f "${out}_sap/eval.json" ] || python main.py "${common[@]}" --defense=sap \
