@@ -8,6 +8,8 @@ of the first attack's examples (PGD-40 in the paper's table), per layer and per 
 layer. `anp.evaluation.evaluate` builds the paper's table from it.
 """
 
+import sys
+
 import numpy as np
 import tensorflow as tf
 
@@ -40,7 +42,8 @@ def _features_of(net):
   return call
 
 
-def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=False):
+def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=False,
+                   log_attacks=False):
   """One compiled step: attack(s) + evaluation of a batch.
 
   `named_attacks`: [(name, attack_fn)]. Gradients come from `source` (black box) or `net`;
@@ -52,7 +55,9 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
   With several attacks an example is adversarial as soon as one attack fools `net`. The
   vulnerability is always that of the first attack's examples, so that its column keeps one
   meaning whatever attacks follow (the paper's: PGD-40's). Returns a tf.function (x, y) ->
-  dict of per-example correctness and summed vulnerabilities.
+  dict of per-example correctness and summed vulnerabilities. With `log_attacks`, a line per
+  attack as it finishes (its name, the batch's examples it left robust, the seconds since the
+  step began): the progress of a long evaluation of one batch.
   """
   feats_fn = _features_of(net)
   crafter = net if source is None else source
@@ -69,7 +74,8 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
     out = {"clean": predictions_correct(logits, y)}
     first_adv = first_feats = robust = linf = None
     per_attack = []
-    for _, attack in named_attacks:
+    start = tf.timestamp()
+    for name, attack in named_attacks:
       if hasattr(attack, "with_stages"):  # a cascade: also robust after each stage
         x_adv, stages = attack.with_stages(craft, x, y)
         per_attack.extend(tf.unstack(stages))
@@ -79,6 +85,10 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
       logits_adv, feats_adv = feats_fn(x_adv)
       ok = predictions_correct(logits_adv, y)
       per_attack.append(ok)
+      if log_attacks:
+        tf.print("  attack", name, "done:", tf.reduce_sum(tf.cast(ok, tf.int32)), "of",
+                 tf.size(ok), "examples robust after", tf.round(tf.timestamp() - start), "s",
+                 output_stream=sys.stdout)
       dist = tf.reduce_max(tf.reshape(tf.abs(x_adv - x), [tf.shape(x)[0], -1]), axis=1)
       if first_adv is None:
         first_adv, first_feats, robust, linf = x_adv, feats_adv, ok, dist
@@ -148,7 +158,7 @@ def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_
   named = list(attack.items()) if isinstance(attack, dict) else \
       [(getattr(attack, "__name__", "attack"), attack)]
   step = make_eval_step(net, named, source=source, feature_layer=feature_layer,
-                        compact=compact)
+                        compact=compact, log_attacks=verbose and strategy is None)
   step = distribute.per_example_step(strategy, step, STEP_AXES)
   names = [row for n, a in named
            for row in [f"{n}/{s}" for s in getattr(a, "stages", ())] + [n]]
