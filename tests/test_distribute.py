@@ -352,3 +352,27 @@ class CpuSplitTest(tf.test.TestCase):
       distribute.make_strategy("cpu_split", 2)
     with self.assertRaisesRegex(UserError, r"--cpu_replicas: expected an integer >= 1"):
       Config(strategy="cpu_split", cpu_replicas=0).resolved()
+
+
+@needs_data
+@pytest.mark.slow
+def test_cpu_split_step_equals_one_device_for_the_table_methods(tmp_path):
+  """The methods results/mnist/run.sh trains with --strategy=cpu_split: their first step's loss
+  (attack, ADMM penalty, HYDRA top-k, Adv-BNN's weight sample) is the one-device loss up to
+  float rounding. (AWT's search takes its NTK over each replica's half-batch: not split.)"""
+  one_step = ["--epochs=1", "--steps_per_epoch=1", "--val_examples=0"]
+  at = str(tmp_path / "at")
+  _train(at, "--method=at", *one_step)
+  for method in (["trades"], ["at_bnn"], ["admm", "--prune_ratio=0.8", f"--init_from={at}"],
+                 ["hydra", "--hydra_stage=prune", "--prune_ratio=0.9315",
+                  "--hydra_objective=at", f"--init_from={at}"],
+                 ["hydra", "--hydra_stage=finetune", "--hydra_scores=magnitude",
+                  "--hydra_objective=adv", "--prune_ratio=0.8", f"--init_from={at}"]):
+    losses = []
+    for strategy in ("default", "cpu_split"):
+      run = str(tmp_path / f"{method[0]}_{method[1:2]}_{strategy}")
+      _train(run, f"--method={method[0]}", *method[1:], *one_step, f"--strategy={strategy}")
+      losses.append(_log(run)[0]["loss"])
+      if strategy == "cpu_split":
+        assert {r["replicas"] for r in _log(run, "timing.jsonl")} == {2}
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5, err_msg=method[0])
