@@ -345,3 +345,29 @@ def test_vulnerability_is_the_first_attacks_whatever_follows(runs):
   assert both["vulnerability_attack"] == "apgd-ce"
   assert both["layer_vulnerability"] == pytest.approx(alone["layer_vulnerability"], rel=1e-5)
   assert both["per_attack"]["square"] < 1.0 and both["max_linf"] <= 0.1 + 1e-6
+
+
+def test_eval_prints_a_line_per_attack_also_under_op_determinism(capfd):
+  from tensorflow.python.framework import config as tf_config
+  from attacks.pgd import pgd
+  from models.lenet import LeNet5
+
+  def attack(m, x, y):
+    return pgd(m, x, y, 0.3, 0.01, 2)
+
+  net = LeNet5()
+  x = tf.random.stateless_uniform([8, 28, 28, 1], [1, 2])
+  y = tf.zeros([8], tf.int64)
+  net(x)
+  ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+  eval_net.evaluate_net(net, ds, {"pgd": attack, "pgd2": attack}, 8)
+  out = capfd.readouterr().out
+  assert "attack pgd done: " in out and "attack pgd2 done: " in out and " s\n" in out
+  tf.random.set_seed(0)
+  tf_config.enable_op_determinism()
+  try:  # tf.timestamp is refused there: the lines lose their seconds
+    eval_net.evaluate_net(net, ds, {"pgd": attack}, 8)
+  finally:
+    tf_config.disable_op_determinism()
+  out = capfd.readouterr().out
+  assert "attack pgd done: " in out and "examples robust\n" in out

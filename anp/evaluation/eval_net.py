@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # op determinism's state
 
 from anp.training import distribute
 from anp.errors import UserError
@@ -74,7 +75,9 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
     out = {"clean": predictions_correct(logits, y)}
     first_adv = first_feats = robust = linf = None
     per_attack = []
-    start = tf.timestamp()
+    # tf.timestamp is refused under --deterministic_ops: the lines then give no seconds.
+    timed = log_attacks and not tf_config.is_op_determinism_enabled()
+    start = tf.timestamp() if timed else None
     for name, attack in named_attacks:
       if hasattr(attack, "with_stages"):  # a cascade: also robust after each stage
         x_adv, stages = attack.with_stages(craft, x, y)
@@ -86,9 +89,9 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
       ok = predictions_correct(logits_adv, y)
       per_attack.append(ok)
       if log_attacks:
+        seconds = ["after", tf.round(tf.timestamp() - start), "s"] if timed else []
         tf.print("  attack", name, "done:", tf.reduce_sum(tf.cast(ok, tf.int32)), "of",
-                 tf.size(ok), "examples robust after", tf.round(tf.timestamp() - start), "s",
-                 output_stream=sys.stdout)
+                 tf.size(ok), "examples robust", *seconds, output_stream=sys.stdout)
       dist = tf.reduce_max(tf.reshape(tf.abs(x_adv - x), [tf.shape(x)[0], -1]), axis=1)
       if first_adv is None:
         first_adv, first_feats, robust, linf = x_adv, feats_adv, ok, dist
