@@ -37,7 +37,7 @@ def drawn(p, r, seed=None):
   independent uniforms (Devroye, Non-Uniform Random Variate Generation, 1986, V.2). Unit j is
   hit iff some u_k lies in [c_{j-1}, c_j), c the cumulative sum of p: one search of the sorted
   u per unit. The distribution is that of r calls of `tf.random.categorical`, at about half its
-  time on the [1000, 11520] activations of LeNet5's first layer (`bench/ops.py --op=sap`).
+  time on the [1000, 11520] activations of LeNet5's first layer (`bench/ops.py`: `sap_draw`).
   """
   rows = tf.shape(p)[0]
   shape = tf.stack([rows, r + 1])
