@@ -182,7 +182,7 @@ def test_chunks_of_a_timing_log():
   a, b = "AMD EPYC, 2 cores, TF 2.21.0", "NVIDIA H200"
   lines = [dict(epoch=1, steps=100, wall_s=60.0, started="2026-12-01T10:00:00", machine=a),
            dict(epoch=2, steps=40, wall_s=30.0, started="2026-12-01T10:01:00", machine=a),
-           # 11 min after the part of epoch 2 ended: the next session resumes epoch 2.
+           # 11 min after the part of epoch 2 ended: the next run resumes epoch 2.
            dict(epoch=2, steps=60, wall_s=40.0, started="2026-12-01T10:12:30", machine=a),
            dict(epoch=3, steps=100, wall_s=80.0, started="2026-12-01T10:13:10", machine=a),
            dict(epoch=4, steps=100, wall_s=9.0, started="2026-12-01T10:14:30", machine=b)]

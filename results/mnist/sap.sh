@@ -11,16 +11,16 @@ set -euo pipefail
 D=${DATA_DIR:-../shared/data}
 R=${R:-results/mnist}
 read -r -a eval_flags <<< "${EVAL_FLAGS:-}"
+source "$(dirname "$0")/../evaluate.sh"  # evaluate RUN OUT [flags]
 rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=(standard pretrained_at)
 for row in "${rows[@]}"; do
   for eps in 0.1 0.3; do
     out=$R/sap/${row}_eps$eps
-    common=(--mode=eval --model_dir="$R/$row" --data_dir="$D" --eps="$eps" --eval_examples=1000
-            --eval_batch=1000 ${eval_flags[@]+"${eval_flags[@]}"})
-    [ -f "$out/eval.json" ] || python main.py "${common[@]}" --attack=pgd,autoattack \
-        --eval_dir="$out"
-    [ -f "${out}_sap/eval.json" ] || python main.py "${common[@]}" --defense=sap \
-        --attack=pgd,autoattack-rand --eot_samples=20 --eval_dir="${out}_sap"
+    common=(--eps="$eps" --eval_examples=1000 --eval_batch=1000
+            ${eval_flags[@]+"${eval_flags[@]}"})
+    evaluate "$R/$row" "$out" "${common[@]}" --attack=pgd,autoattack
+    evaluate "$R/$row" "${out}_sap" "${common[@]}" --defense=sap --attack=pgd,autoattack-rand \
+        --eot_samples=20
   done
 done
