@@ -6,6 +6,8 @@ is evaluated on a few hundred test examples with short attacks.
 
 import json
 import os
+import re
+import time
 
 import numpy as np
 import pytest
@@ -355,21 +357,26 @@ def test_eval_prints_a_line_per_attack_also_under_op_determinism(capfd):
   from attacks.pgd import pgd
   from models.lenet import LeNet5
 
-  def attack(m, x, y):
-    return pgd(m, x, y, 0.3, 0.01, 2)
+  def slow(seconds):  # an attack that takes at least `seconds`, by an op nothing orders
+    def attack(m, x, y):
+      pause = tf.numpy_function(lambda t: np.float32(time.sleep(seconds) or 0.0), [x[0, 0, 0]],
+                                tf.float32, stateful=False)
+      return pgd(m, x + 0.0 * tf.ensure_shape(pause, []), y, 0.3, 0.01, 2)
+    return attack
 
   net = LeNet5()
   x = tf.random.stateless_uniform([8, 28, 28, 1], [1, 2])
   y = tf.zeros([8], tf.int64)
   net(x)
   ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-  eval_net.evaluate_net(net, ds, {"pgd": attack, "pgd2": attack}, 8)
+  eval_net.evaluate_net(net, ds, {"pgd": slow(1.1), "pgd2": slow(1.2)}, 8)
   out = capfd.readouterr().out
-  assert "attack pgd done: " in out and "attack pgd2 done: " in out and " s\n" in out
+  seconds = {name: int(s) for name, s in re.findall(r"attack (\w+) done: .* after (\d+) s", out)}
+  assert seconds["pgd"] >= 1 and seconds["pgd2"] >= 1, out  # since the step began
   tf.random.set_seed(0)
   tf_config.enable_op_determinism()
   try:  # tf.timestamp is refused there: the lines lose their seconds
-    eval_net.evaluate_net(net, ds, {"pgd": attack}, 8)
+    eval_net.evaluate_net(net, ds, {"pgd": slow(0.0)}, 8)
   finally:
     tf_config.disable_op_determinism()
   out = capfd.readouterr().out

@@ -89,7 +89,8 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
       ok = predictions_correct(logits_adv, y)
       per_attack.append(ok)
       if log_attacks:
-        seconds = ["after", tf.round(tf.timestamp() - start), "s"] if timed else []
+        with tf.control_dependencies([ok]):  # read the clock once the attack is done
+          seconds = ["after", tf.round(tf.timestamp() - start), "s"] if timed else []
         tf.print("  attack", name, "done:", tf.reduce_sum(tf.cast(ok, tf.int32)), "of",
                  tf.size(ok), "examples robust", *seconds, output_stream=sys.stdout)
       dist = tf.reduce_max(tf.reshape(tf.abs(x_adv - x), [tf.shape(x)[0], -1]), axis=1)
