@@ -18,24 +18,23 @@ D=${DATA_DIR:-../shared/data}
 R=${R:-results/cifar10}
 read -r -a train_flags <<< "${TRAIN_FLAGS:-}"
 read -r -a eval_flags <<< "${EVAL_FLAGS:-}"
+source "$(dirname "$0")/../evaluate.sh"  # evaluate RUN OUT [flags]
 train() {  # train ROW METHOD [flags]: METHOD on CIFAR-10 into R/ROW
   local row=$1 method=$2; shift 2
   python main.py --mode=train --dataset=cifar10 --method="$method" --data_dir="$D" \
       --model_dir="$R/$row" "$@" ${train_flags[@]+"${train_flags[@]}"}
 }
-evaluate() {  # evaluate ROW SOURCE: white box and black box from R/SOURCE, once
+row_eval() {  # row_eval ROW SOURCE: white box and black box from R/SOURCE, once
   local row=$1 source=$2
-  [ -f "$R/$row/eval.json" ] && return 0
-  python main.py --mode=eval --model_dir="$R/$row" --data_dir="$D" \
-      --attack="${ATTACKS:-pgd,autoattack}" --source_model_dir="$R/$source" --sanity_checks \
-      ${eval_flags[@]+"${eval_flags[@]}"}
+  evaluate "$R/$row" "$R/$row" --attack="${ATTACKS:-pgd,autoattack}" \
+      --source_model_dir="$R/$source" --sanity_checks ${eval_flags[@]+"${eval_flags[@]}"}
 }
 train standard standard
 train standard_source standard --seed=1
 train anp_vs anp_vs --init_from="$R/standard"
 train at at
 train at_source at --seed=1
-evaluate standard standard_source
-for row in anp_vs at; do evaluate $row at_source; done
+row_eval standard standard_source
+for row in anp_vs at; do row_eval $row at_source; done
 python main.py --mode=report --report_dir="$R/report" --runs="$R/standard,$R/at,$R/anp_vs"
 python results/paper.py "$R" > "$R/report/paper.md"

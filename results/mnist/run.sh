@@ -1,9 +1,8 @@
 #!/bin/bash
 # The full-schedule MNIST table: every row's command of results/README.md, one training at a
-# time. Re-running skips what is done: a trained
-# row prints "already trained ... nothing to do", a partly trained one resumes exactly from its
-# latest checkpoint, and a row whose eval.json has its AutoAttack and black-box columns is not
-# evaluated again. So one command carries the reproduction forward:
+# time. Re-running skips what is done: a trained row prints "already trained ... nothing to
+# do", a partly trained one resumes exactly from its latest checkpoint, and a row with an
+# eval.json is not evaluated again. So one command carries the reproduction forward:
 #   (setsid nohup bash results/mnist/run.sh > run.out 2>&1 & echo $! > run.pid)
 # from the root of a checkout nobody edits meanwhile (docs/long_runs.md: a worktree whose
 # results/ links to the main checkout's).
@@ -19,21 +18,16 @@ D=${DATA_DIR:-../shared/data}
 R=${R:-results/mnist}
 read -r -a train_flags <<< "${TRAIN_FLAGS:-}"
 read -r -a eval_flags <<< "${EVAL_FLAGS:-}"
+source "$(dirname "$0")/../evaluate.sh"  # evaluate RUN OUT [flags]
 train() {  # train ROW METHOD [flags]: 200 epochs (the default) of METHOD into R/ROW
   local row=$1 method=$2; shift 2
   python main.py --mode=train --method="$method" --data_dir="$D" --model_dir="$R/$row" "$@" \
       ${train_flags[@]+"${train_flags[@]}"}
 }
-evaluate() {  # evaluate ROW SOURCE [flags]: PGD-40 and AutoAttack, black box from R/SOURCE
+row_eval() {  # row_eval ROW SOURCE [flags]: PGD-40 and AutoAttack, black box from R/SOURCE
   local row=$1 source=$2; shift 2
-  if [ -f "$R/$row/eval.json" ] && python -c "import json, sys
-r = json.load(open(sys.argv[1]))
-sys.exit(0 if r.get('blackbox') and r.get('per_attack') else 1)" "$R/$row/eval.json"; then
-    return 0
-  fi
-  python main.py --mode=eval --model_dir="$R/$row" --data_dir="$D" --attack=pgd,autoattack \
-      --eval_batch=1024 --source_model_dir="$R/$source" --sanity_checks "$@" \
-      ${eval_flags[@]+"${eval_flags[@]}"}
+  evaluate "$R/$row" "$R/$row" --attack=pgd,autoattack --eval_batch=1024 \
+      --source_model_dir="$R/$source" --sanity_checks "$@" ${eval_flags[@]+"${eval_flags[@]}"}
 }
 # The strategies are those each committed run was (or will be) trained with: a resumed run is
 # bit-exact only under the strategy it started with. --strategy=cpu_split (~1.3x faster on 2
@@ -46,11 +40,6 @@ train at at --strategy=cpu_split
 # ANP before at_source: the mask rows the paper compares come first; at_source only feeds the
 # black-box column.
 train anp anp --init_from=$R/standard --strategy=cpu_split
-# ANP's white box as soon as it is trained; evaluate (below) evaluates it again, with its
-# black box, once at_source exists.
-[ -f "$R/anp/eval.json" ] || python main.py --mode=eval --model_dir="$R/anp" --data_dir="$D" \
-    --attack=pgd,autoattack --eval_batch=1024 --sanity_checks --strategy=cpu_split \
-    ${eval_flags[@]+"${eval_flags[@]}"}
 train at_source at --seed=1 --strategy=cpu_split
 # The paper's remaining baselines: Pretrained AT (AT from the committed standard base; the
 # paper states no schedule of its own, so the 200 epochs of the other rows).
@@ -81,12 +70,12 @@ train awt_search awt --prune_ratio=0.9315 --epochs=20  # the search's length: ou
 train awt hydra --hydra_stage=finetune --epochs=100 --init_from=$R/awt_search "${hydra[@]}"
 # The original's black-box sources: a second standard model for the rows trained without
 # adversarial examples, a second AT model for the adversarially trained ones.
-for row in anp_vs at anp pretrained_at; do evaluate $row at_source --strategy=cpu_split; done
-evaluate standard standard_source
-evaluate bp standard_source --strategy=cpu_split
-for row in trades admm hydra lwm awt; do evaluate $row at_source --strategy=cpu_split; done
+for row in anp_vs at anp pretrained_at; do row_eval $row at_source --strategy=cpu_split; done
+row_eval standard standard_source
+row_eval bp standard_source --strategy=cpu_split
+for row in trades admm hydra lwm awt; do row_eval $row at_source --strategy=cpu_split; done
 # Adv-BNN's inference is random: AutoAttack's version for random models (EOT over 20 samples).
-evaluate at_bnn at_source --attack=pgd,autoattack-rand --strategy=cpu_split
+row_eval at_bnn at_source --attack=pgd,autoattack-rand --strategy=cpu_split
 # SAP on the standard base and the Pretrained AT, AT and ANP-VS rows, beside the same models
 # without it, at eps 0.1 and 0.3 (first 1000 test images; results/mnist/sap.sh).
 read -r -a sap_rows <<< "${SAP_ROWS:-standard pretrained_at at anp_vs}"
