@@ -216,6 +216,11 @@ def test_attack_names_and_specs():
   assert specs["autoattack"].as_dict()["stages"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
   assert specs["autoattack"].as_dict()["steps"] == attack_specs.AUTOATTACK_STEPS
   assert specs["autoattack"].queries == 50
+  assert specs["autoattack"].as_dict()["eot_samples"] == 1
+  rand = Config(mode="eval", attack="autoattack-rand").resolved()  # eot_samples: 1
+  assert attack_specs.attack_specs(rand)["autoattack-rand"].as_dict()["eot_samples"] == 20
+  rand = Config(mode="eval", attack="autoattack-rand", eot_samples=5).resolved()
+  assert attack_specs.attack_specs(rand)["autoattack-rand"].as_dict()["eot_samples"] == 5
   attack = attack_specs.make_attack(specs["autoattack"])
   assert attack.stages == ("apgd-ce", "apgd-t", "fab-t", "square")
   assert attack_specs.attack_names("fab-t,autoattack") == ("fab-t", "autoattack")

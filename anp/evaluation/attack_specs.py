@@ -13,6 +13,7 @@ attacks, lives here so that `anp.evaluation.sanity` need not import `anp.evaluat
 import dataclasses
 
 import attacks
+from attacks.autoattack import RAND_EOT_SAMPLES
 from anp.config import ATTACKS
 from anp.errors import UserError
 
@@ -46,7 +47,7 @@ class AttackSpec:
     if self.name == "fgsm":
       out.update(steps=1, rand_init=False)
     if self.name in AUTOATTACK:
-      out.update(steps=AUTOATTACK_STEPS, step_size=None, restarts=1,
+      out.update(steps=AUTOATTACK_STEPS, step_size=None, restarts=1, eot_samples=_eot(self),
                  stages=list(attacks.autoattack_stages(AUTOATTACK[self.name])))
     if self.name not in ("square", "autoattack"):
       del out["queries"]
@@ -93,11 +94,8 @@ def make_attack(spec):
 def _autoattack(spec, box):
   """AutoAttack of a spec: the attack, plus `stages` and `with_stages` (robust per stage)."""
   version = AUTOATTACK[spec.name]
-  # Standard AutoAttack uses no EOT; rand its published 20 samples unless --eot_samples (> 1)
-  # says otherwise.
-  eot = None if version == "standard" or spec.eot_samples <= 1 else spec.eot_samples
   kw = dict(eps=spec.eps, version=version, steps=AUTOATTACK_STEPS, targets=APGD_T_TARGETS,
-            queries=spec.queries, eot_samples=eot, **box)
+            queries=spec.queries, eot_samples=_eot(spec), **box)
 
   def attack(model_fn, x, y):
     return attacks.autoattack(model_fn, x, y, **kw)
@@ -107,6 +105,14 @@ def _autoattack(spec, box):
       model_fn, x, y, return_stages=True, **kw)
   attack.__name__ = spec.name
   return attack
+
+
+def _eot(spec):
+  """The EOT samples an AutoAttack spec runs with: none for the standard version; for rand,
+  its published RAND_EOT_SAMPLES unless --eot_samples (> 1) says otherwise."""
+  if AUTOATTACK[spec.name] == "standard":
+    return 1
+  return spec.eot_samples if spec.eot_samples > 1 else RAND_EOT_SAMPLES
 
 
 def attack_names(attack):
