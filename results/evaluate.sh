@@ -1,4 +1,4 @@
-# Sourced by the results/*/run.sh scripts (which set D, the data directory).
+# Sourced by the results/ scripts (run.sh, sap.sh), which set D, the data directory.
 # evaluate RUN OUT [flags]: `main.py --mode=eval` of RUN with the flags, its eval.json and
 # eval.md written to OUT (--eval_dir; RUN's own evaluation files stay as they were). Skipped
 # when OUT/eval.json exists, so a re-run keeps finished evaluations.
