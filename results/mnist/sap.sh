@@ -4,9 +4,11 @@
 # version for its kind (standard for the deterministic model, rand with 20 EOT samples for the
 # random SAP model) and PGD-40 (with 20 EOT samples under SAP); SAP differentiated through its
 # sampling probabilities and rescaling (--sap_gradient=full, the default). Besides, each under
-# the other's attacks where they apply: the model without SAP under AutoAttack-rand, the SAP
-# model under Square (5000 queries, gradient-free: a check for masked gradients). Results go to
-# results/mnist/sap/<row>_eps<eps>[_rand|_sap|_sap_square]/eval.json; a finished one is not
+# the other's attacks where they apply: the model without SAP under AutoAttack-rand's attacks,
+# APGD-CE and APGD-DLR with 100 iterations (without EOT, which would only repeat a
+# deterministic model's gradient), the SAP model under Square (5000 queries, gradient-free: a
+# check for masked gradients). Results go to
+# results/mnist/sap/<row>_eps<eps>[_apgd|_sap|_sap_square]/eval.json; a finished one is not
 # run again.
 #   bash results/mnist/sap.sh [ROW ...]   (default: standard pretrained_at)
 # R, DATA_DIR and EVAL_FLAGS as in results/mnist/run.sh.
@@ -25,7 +27,7 @@ for row in "${rows[@]}"; do
     evaluate "$R/$row" "$out" "${common[@]}" --attack=pgd,autoattack
     evaluate "$R/$row" "${out}_sap" "${common[@]}" --defense=sap --attack=pgd,autoattack-rand \
         --eot_samples=20
-    evaluate "$R/$row" "${out}_rand" "${common[@]}" --attack=autoattack-rand
+    evaluate "$R/$row" "${out}_apgd" "${common[@]}" --attack=apgd-ce,apgd-dlr --attack_steps=100
     evaluate "$R/$row" "${out}_sap_square" "${common[@]}" --defense=sap --attack=square
   done
 done
