@@ -6,7 +6,11 @@ mask m fixed by the seed. The full gradient must be the derivative of that funct
 the scales as constants, as `sap` did before the full gradient.
 """
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ from anp.evaluation import sap
 from anp.config import Config
 from anp.errors import UserError
 from models.lenet import LeNet5
+from tests.helpers import REPO, SHARED_DATA, have_real_data, results_script
 
 
 def old_sap(h, frac=1.0, seed=None):
@@ -226,3 +231,35 @@ def test_eval_wraps_the_net_with_the_flag_gradient(monkeypatch, mode, differenti
     evaluate.run_eval(Config(mode="eval", model_dir="unused", defense="sap", sap_frac=0.5,
                              sap_gradient=mode))
   assert built.value.args == (0.5, differentiable)
+
+
+def test_sap_eot_script_agreement():
+  """results/sap_eot.py's measure: sign agreement (where the reference is not 0) and cosine."""
+  sap_eot = results_script("sap_eot")
+  g = np.random.RandomState(0).normal(size=(3, 4, 4, 1))
+  g[0, 0, 0, 0] = 0.0
+  assert sap_eot.agreement(g, g) == pytest.approx((1.0, 1.0))
+  assert sap_eot.agreement(-g, g) == pytest.approx((0.0, -1.0))
+  ref = g.copy()
+  ref[1, 0, 0, 0] = 0.0  # left out of the sign agreement
+  flipped = ref.copy()
+  flipped[1, 0, 0, 0] = 5.0
+  assert sap_eot.agreement(flipped, ref)[0] == pytest.approx(1.0)
+
+
+@pytest.mark.skipif(not have_real_data(), reason=f"real MNIST not found in {SHARED_DATA}")
+@pytest.mark.slow
+def test_sap_eot_script_on_the_committed_standard_base(tmp_path):
+  out = subprocess.run(
+      [sys.executable, os.path.join(REPO, "results", "sap_eot.py"),
+       f"--model_dir={os.path.join(REPO, 'results', 'mnist', 'standard')}",
+       f"--data_dir={SHARED_DATA}", "--examples=8", "--reference=8", "--ks=1,4", "--groups=2",
+       f"--out_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads((tmp_path / "sap_eot.json").read_text())
+  assert [r["samples"] for r in result["rows"]] == [1, 4, 8] and result["examples"] == 8
+  for row in result["rows"]:
+    assert 0.5 < row["sign_agreement"] <= 1.0 and 0.5 < row["cosine"] <= 1.0 + 1e-9
+  # One sample is a noisier estimate than four, and than a second reference of eight.
+  assert result["rows"][0]["cosine"] < result["rows"][1]["cosine"]
+  assert "| 8 (a second reference) |" in (tmp_path / "sap_eot.md").read_text()
