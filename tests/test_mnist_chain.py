@@ -23,7 +23,7 @@ def test_mnist_chain_on_a_tiny_budget(tmp_path):
              TRAIN_FLAGS="--epochs=1 --steps_per_epoch=1 --batch_size=8 --val_examples=0 "
                          "--train_attack_steps=1",
              EVAL_FLAGS="--eval_examples=8 --eval_batch=8 --attack_steps=2 --attack=pgd "
-                        "--nosanity_checks")
+                        "--nosanity_checks --square_queries=50")
   script = os.path.join(REPO, "results", "mnist", "run.sh")
   out = subprocess.run(["bash", script], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=2400)
@@ -40,7 +40,10 @@ def test_mnist_chain_on_a_tiny_budget(tmp_path):
   for eps in ("0.1", "0.3"):
     with_sap = json.loads((root / "sap" / f"at_eps{eps}_sap" / "eval.json").read_text())
     assert with_sap["defense"]["name"] == "sap" and with_sap["attack"]["eps"] == float(eps)
-    assert (root / "sap" / f"at_eps{eps}" / "eval.json").is_file()
+    for other in ("", "_apgd", "_sap_square"):  # the same model under the other's attacks
+      assert (root / "sap" / f"at_eps{eps}{other}" / "eval.json").is_file(), other
+    square = json.loads((root / "sap" / f"at_eps{eps}_sap_square" / "eval.json").read_text())
+    assert list(square["per_attack"]) == ["square"] and square["defense"]["name"] == "sap"
   report = (root / "report" / "report.md").read_text()
   assert "ADMM 80%" in report and "Adv-BNN" in report and "LWM 93.15%" in report
   paper = (root / "report" / "paper.md").read_text()
