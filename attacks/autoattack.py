@@ -52,15 +52,23 @@ def autoattack_stages(version="standard"):
   return VERSIONS[version]
 
 
+def eot_samples_of(version, eot_samples=None):
+  """The EOT samples of an AutoAttack version's APGD attacks: for standard, `eot_samples` or 1;
+  for rand, `eot_samples` where it is above 1, else the published RAND_EOT_SAMPLES."""
+  autoattack_stages(version)  # checks the version
+  if version == "rand":
+    return eot_samples if eot_samples and eot_samples > 1 else RAND_EOT_SAMPLES
+  return eot_samples or 1
+
+
 def stages(version, eps, *, steps=100, targets=9, queries=5000, eot_samples=None,
            clip_min=0.0, clip_max=1.0, seed=None):
   """[(name, attack(model_fn, x, y) -> x_adv)] of an AutoAttack version, in cascade order.
 
-  eot_samples: the EOT samples of the APGD attacks (default 1 for standard, RAND_EOT_SAMPLES
-  for rand).
+  eot_samples: the EOT samples of the APGD attacks (`eot_samples_of`).
   """
   names = autoattack_stages(version)
-  eot = eot_samples or (RAND_EOT_SAMPLES if version == "rand" else 1)
+  eot = eot_samples_of(version, eot_samples)
   box = dict(clip_min=clip_min, clip_max=clip_max)
 
   def seeded(k):

@@ -208,6 +208,7 @@ def test_fab_t_runs_in_the_cascade_only_on_the_examples_apgd_left(monkeypatch):
 
 
 def test_attack_names_and_specs():
+  from attacks.autoattack import eot_samples_of
   assert attack_specs.attack_names("strongest,autoattack") == attack_specs.STRONGEST + (
       "autoattack",)
   assert "square" in attack_specs.STRONGEST
@@ -221,6 +222,13 @@ def test_attack_names_and_specs():
   assert attack_specs.attack_specs(rand)["autoattack-rand"].as_dict()["eot_samples"] == 20
   rand = Config(mode="eval", attack="autoattack-rand", eot_samples=5).resolved()
   assert attack_specs.attack_specs(rand)["autoattack-rand"].as_dict()["eot_samples"] == 5
+  many = Config(mode="eval", attack="autoattack,fab-t", eot_samples=5).resolved()
+  assert [s.as_dict()["eot_samples"] for s in attack_specs.attack_specs(many).values()] == [1, 1]
+  assert [eot_samples_of(v, e) for v, e in [
+      ("standard", None), ("standard", 3), ("rand", None), ("rand", 1), ("rand", 3)]] == [
+          1, 3, 20, 20, 3]
+  with pytest.raises(ValueError, match="version"):
+    eot_samples_of("fast")
   attack = attack_specs.make_attack(specs["autoattack"])
   assert attack.stages == ("apgd-ce", "apgd-t", "fab-t", "square")
   assert attack_specs.attack_names("fab-t,autoattack") == ("fab-t", "autoattack")

@@ -214,7 +214,9 @@ def test_main_train_eval_export_report(tmp_path):
   assert (result["memory_pct"], result["flops_ratio"], result["sparsity"]) == (100.0, 1.0, 0.0)
   single = evaluate_run(eot_samples=1)
   assert single["attack"]["eot_samples"] == 1
-  assert any("--eot_samples" in w for w in single["warnings"])
+  assert any("pgd ran on single-sample gradients" in w for w in single["warnings"])
+  gradient_free = evaluate_run(eot_samples=1, attack="square", square_queries=10)
+  assert not gradient_free["warnings"]
 
   export = str(tmp_path / "export")
   with pytest.raises(UserError, match="--mode=prune"):

@@ -13,7 +13,7 @@ attacks, lives here so that `anp.evaluation.sanity` need not import `anp.evaluat
 import dataclasses
 
 import attacks
-from attacks.autoattack import RAND_EOT_SAMPLES
+from attacks.autoattack import eot_samples_of
 from anp.config import ATTACKS
 from anp.errors import UserError
 
@@ -46,6 +46,8 @@ class AttackSpec:
     out = dataclasses.asdict(self)
     if self.name == "fgsm":
       out.update(steps=1, rand_init=False)
+    if self.name == "fab-t":
+      out.update(eot_samples=1)  # FAB-T takes no EOT
     if self.name in AUTOATTACK:
       out.update(steps=AUTOATTACK_STEPS, step_size=None, restarts=1, eot_samples=_eot(self),
                  stages=list(attacks.autoattack_stages(AUTOATTACK[self.name])))
@@ -108,11 +110,10 @@ def _autoattack(spec, box):
 
 
 def _eot(spec):
-  """The EOT samples an AutoAttack spec runs with: none for the standard version; for rand,
-  its published RAND_EOT_SAMPLES unless --eot_samples (> 1) says otherwise."""
-  if AUTOATTACK[spec.name] == "standard":
-    return 1
-  return spec.eot_samples if spec.eot_samples > 1 else RAND_EOT_SAMPLES
+  """The EOT samples an AutoAttack spec runs with: none for the standard version (whatever
+  --eot_samples says); for rand, `attacks.autoattack.eot_samples_of`'s."""
+  version = AUTOATTACK[spec.name]
+  return eot_samples_of(version, spec.eot_samples if version == "rand" else None)
 
 
 def attack_names(attack):

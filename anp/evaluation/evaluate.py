@@ -14,8 +14,9 @@ of the original README's tables (`anp.evaluation.tables`; printed in percent), i
 * Vulnerability (Madaan et al. 2020, Eq. 2): mean |f(x) - f(x_adv)| over the units of each
   latent feature map, averaged over examples and layers; eval.json also keeps it per layer
   and per unit of the last latent layer. Memory, Flops and Sparsity: `anp.deploy.efficiency`.
-* A model whose inference is random needs `--eot_samples` > 1; with 1 the evaluation warns,
-  in the printout and in eval.json. An Adv-BNN run (--method=at_bnn) predicts with the mean
+* A model whose inference is random needs EOT gradients: where a gradient attack runs on
+  single samples (`--eot_samples=1`; AutoAttack-rand runs 20 unless told more, Square needs
+  no gradient) the evaluation warns, in the printout and in eval.json. An Adv-BNN run (--method=at_bnn) predicts with the mean
   softmax of --bnn_ensemble weight samples (`anp.methods.bnn.BnnEnsemble`) and is attacked with
   its method's EOT samples (`anp.methods.bnn.BNN_EOT_SAMPLES`) unless --eot_samples is given.
   `--sanity_checks`: the gradient-masking checks of Carlini et al. (2019) on a subset
@@ -118,11 +119,14 @@ def _run_eval(cfg, arrays, verbose, strategy):
   x0, _ = next(iter(test_ds))
   stochastic = is_stochastic(net, x0)
   result["stochastic"] = stochastic
-  if stochastic and cfg.eot_samples == 1:
+  single = [name for name, spec in specs.items()
+            if name != "square" and spec.as_dict()["eot_samples"] == 1]
+  if stochastic and single:
     _warn(result, "the model's inference is random (two calls on the same batch differ) "
-          "and --eot_samples=1: gradients are single samples, so the attack is weaker "
+          f"and {', '.join(single)} ran on single-sample gradients, so the attack is weaker "
           "than it should be and the robust accuracy is overestimated. Re-run with "
-          "--eot_samples=10 or more (expectation over transformation).")
+          "--eot_samples=10 or more (expectation over transformation), or "
+          "--attack=autoattack-rand.")
   elif not stochastic and cfg.eot_samples > 1 and verbose:
     print(f"Note: the model's inference is deterministic; --eot_samples={cfg.eot_samples} "
           "only repeats identical gradients.", flush=True)
