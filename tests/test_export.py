@@ -268,3 +268,25 @@ class ModelCardTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+@pytest.mark.skipif(not have_real_data(), reason="real MNIST not found")
+@pytest.mark.parametrize("row", ["anp_vs", "anp"])
+def test_committed_pruned_savedmodel_serves_its_run(row):
+  """The committed compact SavedModel gives its run's masked network's predictions, and its
+  card and pruning.json state the parameters it really has."""
+  from anp.deploy.export import load_saved_model
+  from anp.runs.rundir import load_run
+  export = os.path.join(REPO, "results", "mnist", f"{row}_export")
+  if not os.path.isdir(os.path.join(export, "1")):
+    pytest.skip(f"no committed export of {row}")
+  net, _ = load_run(os.path.join(REPO, "results", "mnist", row))
+  x = tf.constant(mnist_slice(n_train=0, n_test=256)[2], tf.float32) / 255.0
+  served = load_saved_model(os.path.join(export, "1")).signatures["serving_default"](images=x)
+  np.testing.assert_allclose(served["logits"], net(x, training=False), atol=1e-4)
+  kept = sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(
+      os.path.join(export, "1", "variables", "variables")) if "OBJECT_GRAPH" not in name)
+  card = open(os.path.join(export, CARD)).read()
+  assert f"Parameters: {kept:,} served" in card, kept
+  pruning = json.load(open(os.path.join(export, "pruning.json")))
+  assert [layer["kept"] for layer in pruning["layers"]] == net.n_active()
