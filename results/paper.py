@@ -214,7 +214,8 @@ def main(argv):
           "PGD-40 transferred from the row's source model; AutoAttack: the standard cascade "
           "(cells marked (no FAB-T) ran it without FAB-T); Worst case: an example counts as "
           "robust only if every listed attack fails. 'met?': within 1.5 points of the paper's "
-          "accuracy or Sparsity, 1 point of its Memory, 10% of its vulnerability or Flops.",
+          "accuracy or Sparsity, 1 point of its Memory, 10% of its vulnerability or Flops. "
+          "How each row was trained (commands, epochs, wall time): report.md beside this file.",
           width=100, break_on_hyphens=False)
     title = "MNIST" if dataset == "mnist" else "CIFAR-10"
     print(f"# {title}: the reproduction beside the paper's table\n\n{legend}\n")

@@ -235,7 +235,9 @@ class ModelCardTest(tf.test.TestCase):
     for text in ("L-inf", "eps = 0.3", "PGD-40 (1 restart, step 0.01)", "AutoAttack without FAB-T (APGD-CE",
                  "Black box", "without FAB-T", "seed 0", "input `images`, float32 "
                  "[batch, 28, 28, 1]", "`classes` int64", "--method=anp_vs",
-                 "--init_from=results/mnist/standard", "Units kept per layer: 6/20, 20/50"):
+                 "--init_from=results/mnist/standard", "Units kept per layer: 6/20, 20/50",
+                 # the run it was trained from, --init_from followed back
+                 "--method=standard --data_dir=DATA --model_dir=results/mnist/standard\n"):
       self.assertIn(text, self.card)
     self.assertNotIn("data_dir=../", self.card)
 

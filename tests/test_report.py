@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from anp.evaluation import report
-from anp.config import Config
+from anp.config import Config, run_config_path
 from anp.errors import UserError
 from tests.helpers import results_script
 
@@ -219,3 +219,48 @@ def test_paper_comparison_says_per_column_whether_it_is_met(tmp_path):
   write_run(tmp_path / "at", at)
   table = paper.markdown([paper.compare(str(tmp_path), "at")])
   assert "| AT | 88.56 | 72.96 | 65.90 (no FAB-T) | 22.66 | 7.06 |" in table
+
+
+def _training_run(path, epochs_done, wall_s, **flags):
+  """A run folder as --mode=train leaves it: config.json, train_log.jsonl, timing.jsonl."""
+  os.makedirs(path, exist_ok=True)
+  Config(mode="train", dataset="mnist", model_dir=str(path), **flags).resolved().save(
+      run_config_path(str(path)))
+  with open(os.path.join(path, "train_log.jsonl"), "w") as f:
+    for e in range(1, epochs_done + 1):
+      f.write(json.dumps(dict(epoch=e, step=10 * e, loss=1.0)) + "\n")
+  with open(os.path.join(path, "timing.jsonl"), "w") as f:
+    for e, s in enumerate(wall_s, 1):
+      f.write(json.dumps(dict(epoch=e, steps=10, wall_s=s, started="2026-01-01T00:00:00",
+                              machine="CPU X")) + "\n")
+  return str(path)
+
+
+def test_report_says_how_each_row_was_trained(tmp_path):
+  """Per row: its stages back through --init_from (not through another row), epochs trained
+  of scheduled, wall hours summed over timing.jsonl, machine, and the commands."""
+  from anp.runs import provenance
+  at = _training_run(tmp_path / "at", 3, [1800, 1800, 3600], method="at", epochs=3)
+  search = _training_run(tmp_path / "admm_search", 2, [3600, 3600], method="admm",
+                         prune_ratio=0.8, epochs=2, init_from=at)
+  admm = _training_run(tmp_path / "admm", 1, [1800], method="hydra", hydra_stage="finetune",
+                       hydra_scores="magnitude", prune_ratio=0.8, epochs=4, init_from=search)
+  for run, method in ((at, "at"), (admm, "hydra")):
+    write_run(run, fake_eval(method, 0.99, 0.9, 0.04, [20, 50, 800, 500]))
+  assert provenance.stages(admm, [at, admm]) == [search, admm]
+  assert provenance.stages(admm) == [at, search, admm]  # AT not a row: its stage too
+  done = provenance.trained(admm)
+  assert (done["epoch"], done["epochs"], done["wall_h"]) == (1, 4, 0.5)
+  report.run_report(Config(mode="report", runs=f"{at},{admm}", report_dir=str(tmp_path / "o")))
+  text = (tmp_path / "o" / "report.md").read_text()
+  assert "| AT | `at` 3 of 3 | 2.00 | CPU X |" in text
+  assert "`admm_search` 2 of 2, `admm` 1 of 4 | 2.00 + 0.50 = 2.50 | CPU X |" in text
+  commands = text[text.index("```"):]
+  assert commands.count("python main.py --mode=train") == 3
+  assert (f"--method=admm --init_from={at} --prune_ratio=0.8 --epochs=2 --data_dir=DATA "
+          f"--model_dir={search}") in commands
+  assert "--hydra_stage=finetune" in commands and f"--model_dir={admm}" in commands
+  # A row that is no training run (an evaluated SavedModel, say) is named as such.
+  other = write_run(tmp_path / "export", fake_eval("at", 0.99, 0.9, 0.04, [20, 50, 800, 500]))
+  report.run_report(Config(mode="report", runs=other, report_dir=str(tmp_path / "p")))
+  assert f"not a training run (`{other}`)" in (tmp_path / "p" / "report.md").read_text()

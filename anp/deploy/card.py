@@ -17,6 +17,7 @@ from anp.atomic import write_whole
 from anp.config import Config, architecture, run_config_path
 from anp.data import dataset_info
 from anp.evaluation import labels
+from anp.runs.provenance import is_training_run, stages, train_command, trained
 
 CARD = "MODEL_CARD.md"
 PRUNING_JSON = "pruning.json"
@@ -68,23 +69,6 @@ DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": 
 def _title(name):
   method = methods.find(name)
   return method.title if method else name
-
-
-def _flag(key, value):
-  if isinstance(value, bool):
-    return f"--{key}" if value else f"--no{key}"
-  return f"--{key}={value}"
-
-
-def train_command(cfg, run_dir):
-  """The --mode=train command of a run: the keys of its identity that differ from the data
-  set's and method's defaults."""
-  default = Config(dataset=cfg.dataset, method=cfg.method).resolved()
-  args = ["python main.py --mode=train", f"--dataset={cfg.dataset}", f"--method={cfg.method}"]
-  args += [_flag(k, getattr(cfg, k)) for k in [*cfg.run_keys, "epochs"]
-           if k not in ("dataset", "method") and getattr(cfg, k) is not None
-           and getattr(cfg, k) != getattr(default, k)]
-  return " ".join(args + ["--data_dir=DATA", f"--model_dir={run_dir}"])
 
 
 def attack_name(result, key):
@@ -162,16 +146,12 @@ def _efficiency(pruning, results):
   return ["- Not pruned: the served network has the architecture's full size."]
 
 
-def _trained(run_dir, cfg):
+def _trained(run_dir):
   """What the run's train_log.jsonl says of its length (training may have been cut short)."""
-  log = os.path.join(run_dir, "train_log.jsonl")
-  if not os.path.isfile(log):
+  done = trained(run_dir) if is_training_run(run_dir) else None
+  if not done or not done["epoch"]:
     return ""
-  with open(log) as f:
-    last = [json.loads(line) for line in f if line.strip()][-1:]
-  if not last:
-    return ""
-  return f"Trained {last[0]['epoch']} of {cfg.epochs} epochs ({last[0]['step']} steps)."
+  return f"Trained {done['epoch']} of {done['epochs']} epochs ({done['step']} steps)."
 
 
 def write_model_card(export_dir, run_dir, checkpoint=None):
@@ -220,13 +200,15 @@ def write_model_card(export_dir, run_dir, checkpoint=None):
   if not results:
     lines += ["Not evaluated yet: python main.py --mode=eval --model_dir=" + path, ""]
   export_mode = "prune" if pruning else "export"
-  lines += ["## Training", "", "```", train_command(run_cfg, run_dir),
+  made = stages(run_dir) if is_training_run(run_dir) else [run_dir]
+  lines += ["## Training", "", "```",
+            *[train_command(Config.load(run_config_path(r)).resolved(), r) for r in made],
             f"python main.py --mode={export_mode} --model_dir={run_dir} "
             f"--export_dir={export_dir}"
             + (f" --defense=sap --sap_frac={cfg.sap_frac:g}" if cfg.defense == "sap" else ""),
             "```", "", " ".join(filter(None, [
                 "DATA: the folder of the raw data archives (without it, TFDS is tried).",
-                "" if checkpoint else _trained(run_dir, cfg),
+                "" if checkpoint else _trained(run_dir),
                 f"The model's settings: `{run_config_path(path)}`."])), "",
             "## Size", "", *_efficiency(pruning, results), "",
             "## Serving signature", "",

@@ -7,7 +7,8 @@
   README (accuracies %, vulnerabilities, Memory %, Flops x, Sparsity %), then what each row
   was measured with (attack, examples, black-box source, warnings, sanity checks), a second
   table of robust accuracy per attack when runs were evaluated with several attacks
-  (`--attack=strongest`), and the figures;
+  (`--attack=strongest`), how each row was trained (`anp.runs.provenance`: the commands, the
+  epochs, the wall time) and the figures;
 * `units_per_layer.png`: units kept per mask site, grouped bars per run (one panel per
   architecture), the full network's units as outlines;
 * `vulnerability_distribution.png`: per run, the histogram of the per-unit vulnerability
@@ -26,6 +27,7 @@ from anp.errors import UserError
 from anp.evaluation.evaluate import output_dir
 from anp.evaluation.labels import per_attack_label, worst_case_attacks
 from anp.evaluation.tables import markdown_table, model_name, table_cells
+from anp.runs.provenance import provenance_section
 
 REQUIRED = ("clean_acc", "adv_acc")
 UNITS_PNG = "units_per_layer.png"
@@ -269,7 +271,8 @@ def run_report(cfg):
                     "to X' is the accuracy after AutoAttack's cascade up to its attack X.", "",
                     per_attack]
   lines += [_describe(n, run, r) for n, run, r in zip(names, runs, results)]
-  lines += ["", "## Figures", "", f"![Units kept per layer]({UNITS_PNG})", "",
+  lines += ["", *provenance_section(names, runs)]
+  lines += ["## Figures", "", f"![Units kept per layer]({UNITS_PNG})", "",
             f"![Distribution of feature vulnerability]({VULN_PNG})", "",
             f"![Vulnerability per layer]({LAYER_PNG})", ""]
   report = os.path.join(cfg.report_dir, "report.md")
