@@ -19,7 +19,7 @@ ROWS = ("standard", "bp", "at", "anp", "anp_vs", "pretrained_at", "trades", "adm
 @pytest.mark.slow
 def test_mnist_chain_on_a_tiny_budget(tmp_path):
   root = tmp_path / "mnist"
-  env = dict(os.environ, R=str(root), DATA_DIR=SHARED_DATA, SAP_ROWS="at",
+  env = dict(os.environ, R=str(root), DATA_DIR=SHARED_DATA, SAP_ROWS="at", SAP_EPS="0.3",
              TRAIN_FLAGS="--epochs=1 --steps_per_epoch=1 --batch_size=8 --val_examples=0 "
                          "--train_attack_steps=1",
              EVAL_FLAGS="--eval_examples=8 --eval_batch=8 --attack_steps=2 --attack=pgd "
@@ -37,7 +37,8 @@ def test_mnist_chain_on_a_tiny_budget(tmp_path):
   assert names["admm"] == "ADMM 80%" and names["hydra"] == "HYDRA 93.15%", names
   memory = json.loads((root / "hydra" / "eval.json").read_text())["memory_pct"]
   assert abs(memory - 6.98) < 0.01, memory  # the Memory of the paper's ANP-VS
-  for eps in ("0.1", "0.3"):
+  assert not (root / "sap" / "at_eps0.1_sap").exists()  # SAP_EPS
+  for eps in ("0.3",):
     with_sap = json.loads((root / "sap" / f"at_eps{eps}_sap" / "eval.json").read_text())
     assert with_sap["defense"]["name"] == "sap" and with_sap["attack"]["eps"] == float(eps)
     for other in ("", "_apgd", "_sap_square"):  # the same model under the other's attacks

@@ -12,7 +12,8 @@
 #   R (results folder, default results/mnist), DATA_DIR (default ../shared/data),
 #   TRAIN_FLAGS (added to every training, e.g. "--epochs=1 --steps_per_epoch=1"),
 #   EVAL_FLAGS (added to every evaluation, e.g. "--eval_examples=8"),
-#   SAP_ROWS (the rows evaluated with and without SAP, default "standard pretrained_at at anp_vs").
+#   SAP_ROWS (the rows evaluated with and without SAP, default "standard pretrained_at at anp_vs"),
+#   SAP_EPS (their eps, default "0.1 0.3").
 set -euo pipefail
 D=${DATA_DIR:-../shared/data}
 R=${R:-results/mnist}

@@ -11,7 +11,7 @@
 # results/mnist/sap/<row>_eps<eps>[_apgd|_sap|_sap_square]/eval.json; a finished one is not
 # run again.
 #   bash results/mnist/sap.sh [ROW ...]   (default: standard pretrained_at)
-# R, DATA_DIR and EVAL_FLAGS as in results/mnist/run.sh.
+# R, DATA_DIR and EVAL_FLAGS as in results/mnist/run.sh; SAP_EPS (default "0.1 0.3").
 set -euo pipefail
 D=${DATA_DIR:-../shared/data}
 R=${R:-results/mnist}
@@ -20,7 +20,7 @@ source "$(dirname "$0")/../evaluate.sh"  # evaluate RUN OUT [flags]
 rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=(standard pretrained_at)
 for row in "${rows[@]}"; do
-  for eps in 0.1 0.3; do
+  for eps in ${SAP_EPS:-0.1 0.3}; do
     out=$R/sap/${row}_eps$eps
     common=(--eps="$eps" --eval_examples=1000 --eval_batch=1000
             ${eval_flags[@]+"${eval_flags[@]}"})
