@@ -30,6 +30,7 @@ what the directories hold are checked after.
 """
 
 import os
+import shlex
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -60,14 +61,15 @@ def _import_tensorflow_quietly():
     os.close(devnull)
 
 
-def run(cfg, arrays=None):
-  """Runs one mode of a Config; `arrays` overrides data loading (tests)."""
+def run(cfg, arrays=None, command=None):
+  """Runs one mode of a Config; `arrays` overrides data loading (tests); `command`, the
+  command line, is recorded in eval.json."""
   if cfg.mode == "train":
     from anp.training.train import run_train
     return run_train(cfg, arrays)
   if cfg.mode == "eval":
     from anp.evaluation.evaluate import run_eval
-    return run_eval(cfg, arrays)
+    return run_eval(cfg, arrays, command=command)
   if cfg.mode in ("prune", "export"):
     from anp.deploy.export import run_export
     return run_export(cfg, arrays)
@@ -100,7 +102,7 @@ def main(argv):
     cfg = flags.config_from_flags()
     check(cfg)
     _import_tensorflow_quietly()
-    run(cfg)
+    run(cfg, command=shlex.join(["python", "main.py", *sys.argv[1:]]))
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

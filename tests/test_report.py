@@ -246,7 +246,8 @@ def test_report_says_how_each_row_was_trained(tmp_path):
   admm = _training_run(tmp_path / "admm", 1, [1800], method="hydra", hydra_stage="finetune",
                        hydra_scores="magnitude", prune_ratio=0.8, epochs=4, init_from=search)
   for run, method in ((at, "at"), (admm, "hydra")):
-    write_run(run, fake_eval(method, 0.99, 0.9, 0.04, [20, 50, 800, 500]))
+    write_run(run, dict(fake_eval(method, 0.99, 0.9, 0.04, [20, 50, 800, 500]),
+                        command=f"python main.py --mode=eval --model_dir={run}"))
   assert provenance.stages(admm, [at, admm]) == [search, admm]
   assert provenance.stages(admm) == [at, search, admm]  # AT not a row: its stage too
   done = provenance.trained(admm)
@@ -257,6 +258,7 @@ def test_report_says_how_each_row_was_trained(tmp_path):
   assert "`admm_search` 2 of 2, `admm` 1 of 4 | 2.00 + 0.50 = 2.50 | CPU X |" in text
   commands = text[text.index("```"):]
   assert commands.count("python main.py --mode=train") == 3
+  assert f"--model_dir={admm}\npython main.py --mode=eval --model_dir={admm}\n" in commands
   assert (f"--method=admm --init_from={at} --prune_ratio=0.8 --epochs=2 --data_dir=DATA "
           f"--model_dir={search}") in commands
   assert "--hydra_stage=finetune" in commands and f"--model_dir={admm}" in commands

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import unittest
@@ -187,6 +188,8 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLessEqual(result["adv_acc"], result["clean_acc"])
     self.assertLen(result["n_active"], 4)
     self.assertEqual(result["attack"]["steps"], 10)
+    self.assertEqual(result["command"], shlex.join(
+        ["python", "main.py", "--mode=eval", "--eval_examples=200", "--attack_steps=10", *common]))
 
 
 class TradesDefaultsTest(tf.test.TestCase):

@@ -63,14 +63,15 @@ def _warn(result, message):
     print(f"{banner}\nWARNING: {message}\n{banner}", file=stream, flush=True)
 
 
-def run_eval(cfg, arrays=None, verbose=True):
-  """Evaluates --model_dir; writes <model_dir>/eval.json and eval.md and returns the dict."""
+def run_eval(cfg, arrays=None, verbose=True, command=None):
+  """Evaluates --model_dir; writes <model_dir>/eval.json and eval.md and returns the dict.
+  `command`: the command line that asked for it, kept in eval.json."""
   strategy = distribute.setup(cfg)  # first: multi-worker collectives start with the program
   with distribute.settings(cfg):  # --mixed_precision, --deterministic_ops: this run only
-    return _run_eval(cfg, arrays, verbose, strategy)
+    return _run_eval(cfg, arrays, verbose, strategy, command)
 
 
-def _run_eval(cfg, arrays, verbose, strategy):
+def _run_eval(cfg, arrays, verbose, strategy, command):
   net, run_cfg, kind = load_model(cfg.model_dir, cfg)
   method = methods.get(run_cfg.method)
   cfg = dataclasses.replace(cfg, **method.evaluation_defaults(cfg))
@@ -214,6 +215,8 @@ def _run_eval(cfg, arrays, verbose, strategy):
             + ", ".join(sanity["failed"]) + " (see 'sanity' in eval.json).")
 
   result["table_row"] = table_row(result)
+  if command:
+    result["command"] = command
   if distribute.replicas(strategy) > 1:
     result["replicas"] = distribute.replicas(strategy)
   out_dir = cfg.eval_dir or output_dir(cfg.model_dir)

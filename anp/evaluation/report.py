@@ -271,7 +271,7 @@ def run_report(cfg):
                     "to X' is the accuracy after AutoAttack's cascade up to its attack X.", "",
                     per_attack]
   lines += [_describe(n, run, r) for n, run, r in zip(names, runs, results)]
-  lines += ["", *provenance_section(names, runs)]
+  lines += ["", *provenance_section(names, runs, results)]
   lines += ["## Figures", "", f"![Units kept per layer]({UNITS_PNG})", "",
             f"![Distribution of feature vulnerability]({VULN_PNG})", "",
             f"![Vulnerability per layer]({LAYER_PNG})", ""]

@@ -7,8 +7,8 @@
   retraining, but not the Standard row an ANP-VS row starts from);
 * `trained(run_dir)`: how far it trained (`train_log.jsonl`) and its wall time and machines
   (`timing.jsonl`, one line per epoch or part of one);
-* `provenance_section(names, runs)`: the markdown section of `--mode=report` that lists them
-  per row.
+* `provenance_section(names, runs, results)`: the markdown section of `--mode=report` that
+  lists them per row, with the evaluation command each eval.json recorded.
 """
 
 import json
@@ -81,21 +81,25 @@ def _hours(values):
   return text if len(values) == 1 else f"{text} = {sum(values):.2f}"
 
 
-def provenance_section(names, runs):
+def provenance_section(names, runs, results):
   """Markdown lines: per row its training stages (epochs trained of scheduled), training wall
-  time and machines, then each row's commands."""
+  time and machines, then each row's commands: its trainings, and its evaluation where the
+  eval.json in `results` recorded one."""
   lines = ["## How each row was made", "",
            "Training wall time: the seconds of each stage's epochs in its timing.jsonl as "
            "logged (time paused or shared with other jobs included, the evaluation not). A "
            "row lists the runs it was trained from (--init_from) "
-           "unless they are rows of this report themselves. DATA in the commands: the folder "
-           "of the data archives.", "",
+           "unless they are rows of this report themselves. DATA in the training commands: "
+           "the folder of the data archives; the evaluation command is the one eval.json "
+           "recorded (evaluations made before it was recorded have none).", "",
            "| Model | Stages (epochs trained of scheduled) | Training wall time (h) | Machine |",
            "| --- | --- | --- | --- |"]
   commands = []
-  for name, run in zip(names, runs):
+  for name, run, result in zip(names, runs, results):
+    evaluation = [result["command"]] if result.get("command") else []
     if not is_training_run(run):
       lines.append(f"| {name} | not a training run (`{run}`) | n/a | n/a |")
+      commands += [f"# {name}", *evaluation] if evaluation else []
       continue
     chain = stages(run, runs)
     done = [trained(stage) for stage in chain]
@@ -104,7 +108,7 @@ def provenance_section(names, runs):
     machines = sorted({m for d in done for m in d["machines"]})
     lines.append(f"| {name} | {parts} | {_hours([d['wall_h'] for d in done])} | "
                  f"{'; '.join(machines) or 'n/a'} |")
-    commands += [f"# {name}", *[train_command(_config(s), s) for s in chain]]
+    commands += [f"# {name}", *[train_command(_config(s), s) for s in chain], *evaluation]
   if commands:
     lines += ["", "```", *commands, "```"]
   return lines + [""]
