@@ -16,9 +16,10 @@ of the original README's tables (`anp.evaluation.tables`; printed in percent), i
   and per unit of the last latent layer. Memory, Flops and Sparsity: `anp.deploy.efficiency`.
 * A model whose inference is random needs EOT gradients: where a gradient attack runs on
   single samples (`--eot_samples=1`; AutoAttack-rand runs 20 unless told more, Square needs
-  no gradient) the evaluation warns, in the printout and in eval.json. An Adv-BNN run (--method=at_bnn) predicts with the mean
-  softmax of --bnn_ensemble weight samples (`anp.methods.bnn.BnnEnsemble`) and is attacked with
-  its method's EOT samples (`anp.methods.bnn.BNN_EOT_SAMPLES`) unless --eot_samples is given.
+  no gradient) the evaluation warns, in the printout and in eval.json. An Adv-BNN run
+  (--method=at_bnn) predicts with the mean softmax of --bnn_ensemble weight samples
+  (`anp.methods.bnn.BnnEnsemble`) and is attacked with its method's EOT samples
+  (`anp.methods.bnn.BNN_EOT_SAMPLES`) unless --eot_samples is given.
   `--sanity_checks`: the gradient-masking checks of Carlini et al. (2019) on a subset
   (`anp.evaluation.sanity`).
 """

@@ -88,10 +88,10 @@ def provenance_section(names, runs, results):
   lines = ["## How each row was made", "",
            "Training wall time: the seconds of each stage's epochs in its timing.jsonl as "
            "logged (time paused or shared with other jobs included, the evaluation not). A "
-           "row lists the runs it was trained from (--init_from) "
-           "unless they are rows of this report themselves. DATA in the training commands: "
-           "the folder of the data archives; the evaluation command is the one eval.json "
-           "recorded (evaluations made before it was recorded have none).", "",
+           "row lists the runs it was trained from (--init_from) unless they are rows of this "
+           "report themselves. DATA in the training commands: the folder of the data "
+           "archives; the evaluation command is the one eval.json recorded (evaluations made "
+           "before it was recorded have none).", "",
            "| Model | Stages (epochs trained of scheduled) | Training wall time (h) | Machine |",
            "| --- | --- | --- | --- |"]
   commands = []
