@@ -17,7 +17,7 @@ from anp.atomic import write_whole
 from anp.config import Config, architecture, run_config_path
 from anp.data import dataset_info
 from anp.evaluation import labels
-from anp.runs.provenance import is_training_run, stages, train_command, trained
+from anp.runs.provenance import is_training_run, stage_commands, train_command, trained
 
 CARD = "MODEL_CARD.md"
 PRUNING_JSON = "pruning.json"
@@ -200,9 +200,9 @@ def write_model_card(export_dir, run_dir, checkpoint=None):
   if not results:
     lines += ["Not evaluated yet: python main.py --mode=eval --model_dir=" + path, ""]
   export_mode = "prune" if pruning else "export"
-  made = stages(run_dir) if is_training_run(run_dir) else [run_dir]
   lines += ["## Training", "", "```",
-            *[train_command(Config.load(run_config_path(r)).resolved(), r) for r in made],
+            *(stage_commands(run_dir) if is_training_run(run_dir)
+              else [train_command(run_cfg, run_dir)]),
             f"python main.py --mode={export_mode} --model_dir={run_dir} "
             f"--export_dir={export_dir}"
             + (f" --defense=sap --sap_frac={cfg.sap_frac:g}" if cfg.defense == "sap" else ""),

@@ -5,6 +5,7 @@
 * `stages(run_dir, rows)`: the runs that made it, earliest first: its `--init_from` followed
   back while that is a training run and not one of `rows` (e.g. ADMM's search before its
   retraining, but not the Standard row an ANP-VS row starts from);
+* `stage_commands(run_dir, rows)`: the training commands of those stages;
 * `trained(run_dir)`: how far it trained (`train_log.jsonl`) and its wall time and machines
   (`timing.jsonl`, one line per epoch or part of one);
 * `provenance_section(names, runs, results)`: the markdown section of `--mode=report` that
@@ -62,6 +63,11 @@ def stages(run_dir, rows=()):
     chain.insert(0, source)
 
 
+def stage_commands(run_dir, rows=()):
+  """The --mode=train commands of `stages(run_dir, rows)`, earliest first."""
+  return [train_command(_config(stage), stage) for stage in stages(run_dir, rows)]
+
+
 def trained(run_dir):
   """dict(epoch, epochs, step, wall_h, machines): the last epoch logged of the scheduled
   epochs, its step, the hours summed over timing.jsonl (None without one) and the machines it
@@ -108,7 +114,7 @@ def provenance_section(names, runs, results):
     machines = sorted({m for d in done for m in d["machines"]})
     lines.append(f"| {name} | {parts} | {_hours([d['wall_h'] for d in done])} | "
                  f"{'; '.join(machines) or 'n/a'} |")
-    commands += [f"# {name}", *[train_command(_config(s), s) for s in chain], *evaluation]
+    commands += [f"# {name}", *stage_commands(run, runs), *evaluation]
   if commands:
     lines += ["", "```", *commands, "```"]
   return lines + [""]
