@@ -29,6 +29,7 @@ before TensorFlow is imported, so such an error comes at once; the method's own 
 what the directories hold are checked after.
 """
 
+import contextlib
 import os
 import shlex
 import sys
@@ -45,20 +46,26 @@ from anp.runs.paths import check_paths  # noqa: E402
 absl_flags.adopt_module_key_flags(flags)  # --help lists the anp flags
 
 
-def _import_tensorflow_quietly():
-  """Imports TF (and TFP) with stderr closed at the file-descriptor level: their C++ start-up
-  notices ("failed call to cuInit", oneDNN, absl::InitializeLog) look like failures and
-  ignore TF_CPP_MIN_LOG_LEVEL. A failing import still raises, with stderr back in place."""
+@contextlib.contextmanager
+def _quiet_stderr():
+  """stderr closed at the file-descriptor level: TF's (and TFP's) C++ start-up notices
+  ("failed call to cuInit", oneDNN, absl::InitializeLog) look like failures and ignore
+  TF_CPP_MIN_LOG_LEVEL. An exception leaves with stderr back in place."""
   saved = os.dup(2)
   devnull = os.open(os.devnull, os.O_WRONLY)
   try:
     os.dup2(devnull, 2)
-    import tensorflow  # noqa: F401
-    import tensorflow_probability  # noqa: F401
+    yield
   finally:
     os.dup2(saved, 2)
     os.close(saved)
     os.close(devnull)
+
+
+def _import_tensorflow_quietly():
+  with _quiet_stderr():
+    import tensorflow  # noqa: F401
+    import tensorflow_probability  # noqa: F401
 
 
 def run(cfg, arrays=None, command=None):
@@ -91,6 +98,21 @@ def check(cfg):
   check_paths(cfg)
 
 
+def _finished(cfg):
+  """True after printing that a finished run has nothing to do, where its folder alone says
+  so (`anp.runs.logs.finished`): re-running a finished command needs no TensorFlow."""
+  from anp.config import run_config_path
+  from anp.runs.logs import finished, nothing_to_do
+  if not os.path.isfile(run_config_path(cfg.model_dir)):
+    return False
+  with _quiet_stderr():  # resolving may import a method's module, and TensorFlow with it
+    records = finished(cfg.resolved())
+  if records is None:
+    return False
+  print(nothing_to_do(cfg, records[-1]["epoch"]))
+  return True
+
+
 def main(argv):
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # checkpoint sharding INFO lines
@@ -101,6 +123,8 @@ def main(argv):
   try:
     cfg = flags.config_from_flags()
     check(cfg)
+    if cfg.mode == "train" and _finished(cfg):
+      return
     _import_tensorflow_quietly()
     run(cfg, command=shlex.join(["python", "main.py", *sys.argv[1:]]))
   except UserError as e:

@@ -30,6 +30,17 @@ def main_py(run, *extra):
                         cwd=REPO)
 
 
+# Runs main.py with the arguments after -c and says whether TensorFlow got imported.
+NO_TF_PROBE = """import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+  runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as e:
+  assert not e.code, e.code
+print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+
+
 def checkpoint_tensors(run):
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(run))
   return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
@@ -77,6 +88,25 @@ class ExactResumeTest(tf.test.TestCase):
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     self.assertIn("already trained for 2 epochs; nothing to do", out.stdout)
     self.assertNotIn("Resuming", out.stdout)
+    # ... and knows it from the folder alone, without importing TensorFlow.
+    out = subprocess.run([sys.executable, "-c", NO_TF_PROBE, *command(killed)[1:]],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertIn("already trained for 2 epochs; nothing to do", out.stdout)
+    self.assertIn("tensorflow imported: False", out.stdout)
+
+    # A kill between logging epoch 2 and writing its checkpoint: the log is ahead of the
+    # latest checkpoint (mid-epoch step 75), so the run resumes there and ends the same.
+    with open(os.path.join(killed, "checkpoint"), "w") as f:
+      f.write('model_checkpoint_path: "ckpt-75"\nall_model_checkpoint_paths: "ckpt-75"\n')
+    out = main_py(killed)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertIn("Resuming from", out.stdout)
+    self.assertTrue(tf.train.latest_checkpoint(killed).endswith("ckpt-80"))
+    b = checkpoint_tensors(killed)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    self.assertEqual(log_records(whole), log_records(killed))
 
   def test_other_model_flags_are_refused_and_the_run_is_kept(self):
     run = os.path.join(self.get_temp_dir(), "run")
@@ -173,6 +203,33 @@ class RunDirErrorTest(tf.test.TestCase):
     os.makedirs(parent)
     os.chmod(parent, 0o500)
     self.assert_one_line_error(main_py(os.path.join(parent, "run")), "cannot write")
+
+
+def test_finished_reads_the_run_folder_and_answers_only_when_sure(tmp_path):
+  """anp.runs.logs.finished: the records of a run trained to cfg.epochs with cfg's flags whose
+  latest checkpoint is its last epoch's; None for anything else."""
+  from anp.config import Config, run_config_path
+  from anp.runs.logs import finished
+  run = tmp_path / "run"
+  run.mkdir()
+  cfg = Config(method="standard", epochs=2, steps_per_epoch=4, model_dir=str(run)).resolved()
+  assert finished(cfg) is None  # nothing there
+  cfg.save(run_config_path(str(run)))
+  (run / "train_log.jsonl").write_text('{"epoch": 1, "step": 4}\n{"epoch": 2, "step": 8}\n')
+  (run / "ckpt-8.index").write_text("")
+  (run / "checkpoint").write_text('model_checkpoint_path: "ckpt-8"\n')
+  assert [r["epoch"] for r in finished(cfg)] == [1, 2]
+  assert finished(Config(**dict(vars(cfg), epochs=3)).resolved()) is None
+  assert finished(Config(**dict(vars(cfg), epochs=1)).resolved()) is None  # a schedule change
+  assert finished(Config(**dict(vars(cfg), seed=3)).resolved()) is None  # another run's flags
+  (run / "train_log.jsonl").write_text('{"epoch": 1, "step": 4}\n{"epoch": 2, "step": 8}\n{"ep')
+  assert [r["epoch"] for r in finished(cfg)] == [1, 2]  # a torn last line
+  (run / "checkpoint").write_text('model_checkpoint_path: "ckpt-6"\n')  # log ahead of it
+  (run / "ckpt-6.index").write_text("")
+  assert finished(cfg) is None
+  (run / "checkpoint").write_text('model_checkpoint_path: "ckpt-8"\n')
+  (run / "ckpt-8.index").unlink()  # named but missing
+  assert finished(cfg) is None
 
 
 def test_chunks_of_a_timing_log():

@@ -12,10 +12,10 @@
   lists them per row, with the evaluation command each eval.json recorded.
 """
 
-import json
 import os
 
 from anp.config import Config, run_config_path
+from anp.runs.logs import read_json_lines
 
 
 def _flag(key, value):
@@ -26,13 +26,6 @@ def _flag(key, value):
 
 def _config(run_dir):
   return Config.load(run_config_path(run_dir)).resolved()
-
-
-def _json_lines(path):
-  if not os.path.isfile(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def train_command(cfg, run_dir):
@@ -72,8 +65,8 @@ def trained(run_dir):
   """dict(epoch, epochs, step, wall_h, machines): the last epoch logged of the scheduled
   epochs, its step, the hours summed over timing.jsonl (None without one) and the machines it
   names."""
-  log = _json_lines(os.path.join(run_dir, "train_log.jsonl"))
-  timing = _json_lines(os.path.join(run_dir, "timing.jsonl"))
+  log = read_json_lines(os.path.join(run_dir, "train_log.jsonl"))
+  timing = read_json_lines(os.path.join(run_dir, "timing.jsonl"))
   return dict(epoch=log[-1]["epoch"] if log else 0, epochs=_config(run_dir).epochs,
               step=log[-1]["step"] if log else 0,
               wall_h=sum(t["wall_s"] for t in timing) / 3600 if timing else None,

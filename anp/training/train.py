@@ -22,6 +22,7 @@ from anp.deploy import efficiency
 from anp.config import Config, architecture, run_config_path
 from anp.training.progress import Progress
 from anp.atomic import write_whole
+from anp.runs.logs import nothing_to_do, read_json_lines
 from anp.runs.rundir import (RunError, build_net, check_writable_dir, locate_checkpoint,
                              restore_net)
 # Default --checkpoint_every: a few minutes of work on 2 CPU cores.
@@ -97,19 +98,8 @@ def machine():
 
 def _log_lines(log_path, last_epoch):
   """The train_log.jsonl records of epochs <= last_epoch (a killed run may have written more,
-  or torn its last line: a last line that is not JSON is dropped, that epoch is redone)."""
-  if not os.path.isfile(log_path):
-    return []
-  with open(log_path) as f:
-    lines = [line for line in f if line.strip()]
-  records = []
-  for i, line in enumerate(lines):
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:
-      if i < len(lines) - 1:
-        raise RunError(f"{log_path}: line {i + 1} is not JSON; the log is damaged.") from None
-  return [r for r in records if r["epoch"] <= last_epoch]
+  or torn its last line: that epoch is redone)."""
+  return [r for r in read_json_lines(log_path) if r["epoch"] <= last_epoch]
 
 
 def run_train(cfg, arrays=None):
@@ -160,7 +150,7 @@ def _run_train(cfg, arrays, strategy):
     ckpt.restore(latest).assert_existing_objects_matched()
   epoch, step = int(epoch_var.numpy()), int(trainer.optimizer.iterations.numpy())
   if latest and epoch >= cfg.epochs:
-    print(f"{cfg.model_dir}: already trained for {epoch} epochs; nothing to do.")
+    print(nothing_to_do(cfg, epoch))
     return _log_lines(log_path, epoch)
   os.makedirs(cfg.model_dir, exist_ok=True)
   if latest:
