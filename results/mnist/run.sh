@@ -25,6 +25,16 @@ train() {  # train ROW METHOD [flags]: 200 epochs (the default) of METHOD into R
   python main.py --mode=train --method="$method" --data_dir="$D" --model_dir="$R/$row" "$@" \
       ${train_flags[@]+"${train_flags[@]}"}
 }
+# sap ROW...: results/mnist/sap.sh (SAP beside the same model without it, eps 0.1 and 0.3, the
+# first 1000 test images) for those ROWs that are in SAP_ROWS.
+read -r -a sap_rows <<< "${SAP_ROWS:-standard pretrained_at at anp_vs}"
+sap() {
+  local rows=() row
+  for row in "$@"; do
+    if [[ " ${sap_rows[*]} " == *" $row "* ]]; then rows+=("$row"); fi
+  done
+  if [ ${#rows[@]} -gt 0 ]; then R="$R" DATA_DIR="$D" bash results/mnist/sap.sh "${rows[@]}"; fi
+}
 row_eval() {  # row_eval ROW SOURCE [flags]: PGD-40 and AutoAttack, black box from R/SOURCE
   local row=$1 source=$2; shift 2
   evaluate "$R/$row" "$R/$row" --attack=pgd,autoattack --eval_batch=1024 \
@@ -45,6 +55,13 @@ train at_source at --seed=1 --strategy=cpu_split
 # The paper's remaining baselines: Pretrained AT (AT from the committed standard base; the
 # paper states no schedule of its own, so the 200 epochs of the other rows).
 train pretrained_at at --init_from=$R/standard --strategy=cpu_split
+# The rows trained so far are evaluated before the next trainings, Pretrained AT with the SAP
+# comparison (black-box sources as the original's: a second standard model for the rows
+# trained without adversarial examples, a second AT model for the adversarially trained ones).
+for row in anp_vs at anp pretrained_at; do row_eval $row at_source --strategy=cpu_split; done
+row_eval standard standard_source
+row_eval bp standard_source --strategy=cpu_split
+sap standard pretrained_at
 # TRADES: the authors' MNIST script (train_trades_mnist.py): 100 epochs, PGD-40 of 0.01 from
 # x + 0.001 N(0, 1), beta 1 (--method=trades' MNIST defaults).
 train trades trades --epochs=100 --strategy=cpu_split
@@ -69,18 +86,11 @@ train lwm hydra --hydra_stage=finetune --hydra_scores=magnitude --epochs=100 --i
 # AWT's search takes its NTK over each replica's half-batch under cpu_split: one device.
 train awt_search awt --prune_ratio=0.9315 --epochs=20  # the search's length: ours, as HYDRA's prune
 train awt hydra --hydra_stage=finetune --epochs=100 --init_from=$R/awt_search "${hydra[@]}"
-# The original's black-box sources: a second standard model for the rows trained without
-# adversarial examples, a second AT model for the adversarially trained ones.
-for row in anp_vs at anp pretrained_at; do row_eval $row at_source --strategy=cpu_split; done
-row_eval standard standard_source
-row_eval bp standard_source --strategy=cpu_split
+# The remaining rows, all adversarially trained: black box from the second AT model.
 for row in trades admm hydra lwm awt; do row_eval $row at_source --strategy=cpu_split; done
 # Adv-BNN's inference is random: AutoAttack's version for random models (EOT over 20 samples).
 row_eval at_bnn at_source --attack=pgd,autoattack-rand --strategy=cpu_split
-# SAP on the standard base and the Pretrained AT, AT and ANP-VS rows, beside the same models
-# without it, at eps 0.1 and 0.3 (first 1000 test images; results/mnist/sap.sh).
-read -r -a sap_rows <<< "${SAP_ROWS:-standard pretrained_at at anp_vs}"
-R="$R" DATA_DIR="$D" bash results/mnist/sap.sh "${sap_rows[@]}"
+sap at anp_vs
 rows=(standard bp at anp anp_vs pretrained_at trades admm at_bnn hydra lwm awt)
 python main.py --mode=report --report_dir=$R/report --runs="$(IFS=,; echo "${rows[*]/#/$R/}")"
 python results/paper.py $R > $R/report/paper.md
