@@ -3,11 +3,31 @@
 import functools
 import importlib.util
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
+
+
+# main.py as `python main.py ARGS`, telling on stderr at exit whether TensorFlow was imported.
+_MAIN_TELLING_TF = ("import atexit, runpy, sys\n"
+                    "atexit.register(lambda: print('tensorflow imported: %s' % ('tensorflow' in "
+                    "sys.modules), file=sys.stderr))\n"
+                    "sys.argv = ['main.py'] + sys.argv[1:]\n"
+                    "runpy.run_path('main.py', run_name='__main__')\n")
+
+
+def run_main(*args, timeout=120):
+  """(CompletedProcess, seconds) of `python main.py ARGS` in the repository; its stderr ends
+  with 'tensorflow imported: True' or 'False'."""
+  start = time.perf_counter()
+  out = subprocess.run([sys.executable, "-c", _MAIN_TELLING_TF, *args], capture_output=True,
+                       text=True, timeout=timeout, cwd=REPO)
+  return out, time.perf_counter() - start
 
 
 def results_script(name):

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 from absl.flags import FloatParser, IntegerParser
@@ -14,21 +13,7 @@ from absl.flags import FloatParser, IntegerParser
 import flags
 from anp.config import Config
 from anp.errors import UserError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# main.py as `python main.py ARGS`, telling on stderr at exit whether TensorFlow was imported.
-WRAPPER = ("import atexit, runpy, sys\n"
-           "atexit.register(lambda: print('tensorflow imported: %s' % ('tensorflow' in "
-           "sys.modules), file=sys.stderr))\n"
-           "sys.argv = ['main.py'] + sys.argv[1:]\n"
-           "runpy.run_path('main.py', run_name='__main__')\n")
-
-
-def run_main(*args):
-  start = time.perf_counter()
-  out = subprocess.run([sys.executable, "-c", WRAPPER, *args], capture_output=True, text=True,
-                       timeout=120, cwd=REPO)
-  return out, time.perf_counter() - start
+from tests.helpers import REPO, run_main
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import REPO, SHARED_DATA, have_real_data, results_script
+from tests.helpers import REPO, SHARED_DATA, have_real_data, results_script, run_main
 
 needs_data = unittest.skipUnless(have_real_data(), f"real MNIST not found in {SHARED_DATA}")
 
@@ -28,17 +28,6 @@ def command(run, *extra):
 def main_py(run, *extra):
   return subprocess.run(command(run, *extra), capture_output=True, text=True, timeout=600,
                         cwd=REPO)
-
-
-# Runs main.py with the arguments after -c and says whether TensorFlow got imported.
-NO_TF_PROBE = """import runpy, sys
-sys.argv = sys.argv[1:]
-try:
-  runpy.run_path(sys.argv[0], run_name="__main__")
-except SystemExit as e:
-  assert not e.code, e.code
-print("tensorflow imported:", "tensorflow" in sys.modules)
-"""
 
 
 def checkpoint_tensors(run):
@@ -89,11 +78,10 @@ class ExactResumeTest(tf.test.TestCase):
     self.assertIn("already trained for 2 epochs; nothing to do", out.stdout)
     self.assertNotIn("Resuming", out.stdout)
     # ... and knows it from the folder alone, without importing TensorFlow.
-    out = subprocess.run([sys.executable, "-c", NO_TF_PROBE, *command(killed)[1:]],
-                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    out, _ = run_main(*command(killed)[2:])
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     self.assertIn("already trained for 2 epochs; nothing to do", out.stdout)
-    self.assertIn("tensorflow imported: False", out.stdout)
+    self.assertIn("tensorflow imported: False", out.stderr)
 
     # A kill between logging epoch 2 and writing its checkpoint: the log is ahead of the
     # latest checkpoint (mid-epoch step 75), so the run resumes there and ends the same.
