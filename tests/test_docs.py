@@ -104,11 +104,15 @@ def test_readme_is_short():
 def test_readme_has_the_ci_test_command():
   with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
     readme = f.read()
-  assert "python -m pytest -q tests" in readme
-  ci = os.path.join(REPO, ".ci", "run")
-  if os.path.isfile(ci):
-    with open(ci, encoding="utf-8") as f:
-      assert "python -m pytest -q tests" in f.read()
+  with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as f:
+    install, test = [line for line in f.read().splitlines() if line.startswith("python -m ")]
+  assert f"{install.replace(' -q ', ' ')} && {test}" in readme, (install, test)
+
+
+def test_the_longest_test_files_named_first_exist():
+  from tests.conftest import LONGEST_FIRST
+  missing = [name for name in LONGEST_FIRST if not os.path.isfile(os.path.join(REPO, "tests", name))]
+  assert missing == [], missing
 
 
 def test_no_process_killed_by_name():
