@@ -111,7 +111,8 @@ def test_readme_has_the_ci_test_command():
 
 def test_the_longest_test_files_named_first_exist():
   from tests.conftest import LONGEST_FIRST
-  missing = [name for name in LONGEST_FIRST if not os.path.isfile(os.path.join(REPO, "tests", name))]
+  missing = [name for name in LONGEST_FIRST
+             if not os.path.isfile(os.path.join(REPO, "tests", name))]
   assert missing == [], missing
 
 
