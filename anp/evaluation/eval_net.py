@@ -114,41 +114,49 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
 STEP_AXES = dict(clean=0, adv=0, per_attack=1, linf=0, layer_vul=None, unit_vul=None)
 
 
-def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, label=None):
-  """Runs `step` over a dataset and aggregates: fractions and mean vulnerabilities."""
-  per, linf, layer_vul, unit_vul, total = [], [], 0.0, 0.0, 0
+def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, label=None,
+              store=None):
+  """Runs `step` over a dataset and aggregates: fractions and mean vulnerabilities.
+
+  With a `store` (`anp.evaluation.resume.BatchStore`) each batch's outputs are kept as it
+  finishes, and the batches it already holds are read instead of run; `resumed_examples` in
+  the result counts their examples."""
+  outs = store.done() if store is not None else []
+  resumed = total = sum(len(o["clean"]) for o in outs)
+  n_clean, n_adv = (sum(int(o[k].sum()) for o in outs) for k in ("clean", "adv"))
   adv_label = label or "adv_acc"
-  bar = Progress(n_examples, "evaluated", unit="example", interval=15.0, enabled=verbose)
-  n_clean = n_adv = 0
-  for x, y in dataset:
-    out = step(x, y)
-    c, a = out["clean"].numpy(), out["adv"].numpy()
-    per.append(out["per_attack"].numpy())
-    linf.append(out["linf"].numpy())
-    if "layer_vul" in out:
-      layer_vul = layer_vul + out["layer_vul"].numpy().astype(np.float64)
-      unit_vul = unit_vul + out["unit_vul"].numpy().astype(np.float64)
+  bar = Progress(n_examples, "evaluated", unit="example", first=total, interval=15.0,
+                 enabled=verbose)
+  batches = dataset.skip(len(outs)) if outs else dataset  # a store's: a tf.data.Dataset
+  for index, (x, y) in enumerate(batches, start=len(outs)):
+    out = {k: v.numpy() for k, v in step(x, y).items()}
+    if store is not None:
+      store.add(index, out)
+    outs.append(out)
+    c, a = out["clean"], out["adv"]
     total, n_clean, n_adv = total + len(c), n_clean + int(c.sum()), n_adv + int(a.sum())
     bar.update(total, {"clean_acc": n_clean / total, adv_label: n_adv / total})
   bar.close()
   if total == 0:
     raise UserError("No test examples to evaluate (check --eval_examples and the data).")
-  per = np.concatenate(per, axis=1)
+  per = np.concatenate([o["per_attack"] for o in outs], axis=1)
   result = dict(clean_acc=n_clean / total, adv_acc=n_adv / total, examples=int(total),
                 per_attack={name: float(p.mean()) for name, p in zip(names, per)},
-                max_linf=float(np.max(np.concatenate(linf))))
-  if np.ndim(layer_vul):
-    layer_vul = layer_vul / total
+                max_linf=float(np.max(np.concatenate([o["linf"] for o in outs]))),
+                resumed_examples=resumed)
+  if "layer_vul" in outs[0]:
+    layer_vul, unit_vul = (sum(o[k].astype(np.float64) for o in outs) / total
+                           for k in ("layer_vul", "unit_vul"))
     result.update(vulnerability=float(layer_vul.mean()),
                   layer_vulnerability=[float(v) for v in layer_vul],
-                  unit_vulnerability=[float(v) for v in unit_vul / total])
+                  unit_vulnerability=[float(v) for v in unit_vul])
   else:
     result.update(vulnerability=None, layer_vulnerability=None, unit_vulnerability=None)
   return result
 
 
 def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_layer=-1,
-                 verbose=True, label=None, compact=False, strategy=None):
+                 verbose=True, label=None, compact=False, strategy=None, store=None):
   """Clean/adversarial accuracy and vulnerability of `net` over a dataset.
 
   `attack`: `attack(model_fn, x, y) -> x_adv`, or a dict {name: attack} for the per-example
@@ -157,7 +165,8 @@ def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_
   its replicas and their per-example results gathered in order (`anp.training.distribute`).
   Returns a dict of fractions in [0, 1]: clean_acc, adv_acc, vulnerability (mean |f(x) -
   f(x_adv)| over units and examples, averaged over layers), layer_vulnerability,
-  unit_vulnerability (per unit of feature layer `feature_layer`), per_attack, examples.
+  unit_vulnerability (per unit of feature layer `feature_layer`), per_attack, examples,
+  resumed_examples (those read from `store`, see `run_steps`).
   """
   named = list(attack.items()) if isinstance(attack, dict) else \
       [(getattr(attack, "__name__", "attack"), attack)]
@@ -166,4 +175,5 @@ def evaluate_net(net, dataset, attack, n_examples=None, *, source=None, feature_
   step = distribute.per_example_step(strategy, step, STEP_AXES)
   names = [row for n, a in named
            for row in [f"{n}/{s}" for s in getattr(a, "stages", ())] + [n]]
-  return run_steps(step, dataset, n_examples, names=names, verbose=verbose, label=label)
+  return run_steps(step, dataset, n_examples, names=names, verbose=verbose, label=label,
+                   store=store)

@@ -3,7 +3,8 @@
 `run_eval` evaluates `--model_dir` (a training run, an original TF1 checkpoint or a SavedModel,
 `anp.runs.loading`) on the test set and writes `eval.json` (fractions) and `eval.md`, the row
 of the original README's tables (`anp.evaluation.tables`; printed in percent), into
-`--eval_dir` (default: the model directory), each whole or not at all:
+`--eval_dir` (default: the model directory), each whole or not at all. An interrupted
+evaluation goes on from its last finished batch when run again (`anp.evaluation.resume`):
 
 * White box: `--attack` (`anp.evaluation.attack_specs`) on the model; several attacks give the
   per-example worst case (strongest: pgd, apgd-ce, apgd-dlr, cw and square; autoattack: its
@@ -43,6 +44,7 @@ from anp.evaluation.eval_net import evaluate_net
 from anp.deploy.export import PRUNING_JSON
 from anp.runs.loading import load_model
 from anp.evaluation.sanity import SANITY_MAX_EXAMPLES, is_stochastic, sanity_checks
+from anp.evaluation import resume
 from anp.evaluation.sap import SapNet
 from anp.evaluation.tables import (efficiency_columns, format_table, markdown_table,
                         table_cells, table_row)
@@ -94,6 +96,10 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
                               preprocess=cfg.preprocess)
   clip = clip_range(cfg.preprocess)
   specs = attack_specs(cfg, clip)
+  out_dir = cfg.eval_dir or output_dir(cfg.model_dir)
+  # Finished batches survive an interruption (not across the workers of multi_worker).
+  stores = resume.stores(out_dir, resume.evaluation_key(cfg, x_te[:n], y_te[:n]),
+                         enabled=cfg.strategy != "multi_worker")
 
   source = None
   if cfg.source_model_dir:  # fail early on a bad source
@@ -137,7 +143,8 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
   if verbose:
     print(f"White box: {', '.join(specs)} on {n} examples.", flush=True)
   wb = evaluate_net(net, test_ds, {name: make_attack(spec) for name, spec in specs.items()}, n,
-                    verbose=verbose, compact=cfg.compact_attack, strategy=strategy)
+                    verbose=verbose, compact=cfg.compact_attack, strategy=strategy,
+                    store=stores["whitebox"])
   first = next(iter(specs.values())).as_dict()
   result.update(
       clean_acc=wb["clean_acc"], adv_acc=wb["adv_acc"], vulnerability=wb["vulnerability"],
@@ -161,11 +168,15 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
             "transferred.", flush=True)
     bb = evaluate_net(net, test_ds, {"pgd": make_attack(bb_spec)}, n, source=source,
                       verbose=verbose, label="bb_acc", compact=cfg.compact_attack,
-                      strategy=strategy)
+                      strategy=strategy, store=stores["blackbox"])
     result["blackbox"] = dict(
         adv_acc=bb["adv_acc"], vulnerability=bb["vulnerability"],
         layer_vulnerability=bb["layer_vulnerability"], source_model_dir=cfg.source_model_dir,
         source_method=src_cfg.method, attack=bb_spec.as_dict())
+  resumed = {"whitebox": wb["resumed_examples"],
+             "blackbox": bb["resumed_examples"] if cfg.source_model_dir else 0}
+  if any(resumed.values()):  # examples of each phase read from an interrupted run
+    result["resumed_examples"] = resumed
 
   # Size: of the masked net, or of a --mode=prune export from its pruning.json.
   units, pruned = None, {}
@@ -220,11 +231,11 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
     result["command"] = command
   if distribute.replicas(strategy) > 1:
     result["replicas"] = distribute.replicas(strategy)
-  out_dir = cfg.eval_dir or output_dir(cfg.model_dir)
   if distribute.is_chief(strategy):  # every worker computed the same result
     os.makedirs(out_dir, exist_ok=True)
     write_whole(os.path.join(out_dir, "eval.json"), json.dumps(result, indent=2))
     write_whole(os.path.join(out_dir, "eval.md"), markdown_table([table_cells(result)], [result]))
+    resume.remove(out_dir)
   print(format_table(result))
   print(markdown_table([table_cells(result)], [result]), end="")
   return result

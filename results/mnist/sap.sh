@@ -7,7 +7,8 @@
 # the other's attacks where they apply: the model without SAP under AutoAttack-rand's attacks,
 # APGD-CE and APGD-DLR with 100 iterations (without EOT, which would only repeat a
 # deterministic model's gradient), the SAP model under Square (5000 queries, gradient-free: a
-# check for masked gradients). Results go to
+# check for masked gradients). Batches of 250: an interrupted evaluation keeps its finished
+# batches and goes on from them when run again. Results go to
 # results/mnist/sap/<row>_eps<eps>[_apgd|_sap|_sap_square]/eval.json; a finished one is not
 # run again.
 #   bash results/mnist/sap.sh [ROW ...]   (default: standard pretrained_at)
@@ -22,7 +23,7 @@ rows=("$@")
 for row in "${rows[@]}"; do
   for eps in ${SAP_EPS:-0.1 0.3}; do
     out=$R/sap/${row}_eps$eps
-    common=(--eps="$eps" --eval_examples=1000 --eval_batch=1000
+    common=(--eps="$eps" --eval_examples=1000 --eval_batch=250
             ${eval_flags[@]+"${eval_flags[@]}"})
     evaluate "$R/$row" "$out" "${common[@]}" --attack=pgd,autoattack
     evaluate "$R/$row" "${out}_sap" "${common[@]}" --defense=sap --attack=pgd,autoattack-rand \
