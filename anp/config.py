@@ -234,6 +234,11 @@ class Config:
     """The keys of this run's identity: RUN_KEYS and the method's."""
     return RUN_KEYS + methods.get(self.method).run_keys
 
+  def differing(self, other, keys=None):
+    """The fields among `keys` (default: `run_keys`) whose values differ in `other`."""
+    return [k for k in (self.run_keys if keys is None else keys)
+            if getattr(self, k) != getattr(other, k)]
+
   # The run directory remembers how its model was built.
   def save(self, path):
     # Whole or absent: other workers may be reading it.

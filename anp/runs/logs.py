@@ -58,7 +58,7 @@ def finished(cfg):
   if not os.path.isfile(config):
     return None
   saved = Config.load(config).resolved()
-  if any(getattr(saved, k) != getattr(cfg, k) for k in (*cfg.run_keys, "epochs")):
+  if cfg.differing(saved, (*cfg.run_keys, "epochs")):
     return None
   records = read_json_lines(os.path.join(cfg.model_dir, "train_log.jsonl"))
   if not records or records[-1]["epoch"] < cfg.epochs:

@@ -55,17 +55,16 @@ def check_run_dir(cfg):
   if not os.path.isfile(cfg_path):
     return
   saved = Config.load(cfg_path).resolved()
-  differ = [k for k in cfg.run_keys if getattr(saved, k) != getattr(cfg, k)]
+  differ = cfg.differing(saved)
   if differ:
     was = " ".join(f"--{k}={getattr(saved, k)}" for k in differ)
     now = " ".join(f"--{k}={getattr(cfg, k)}" for k in differ)
     raise RunError(f"--model_dir={path} holds a run with {was}, not {now}; use a new "
                    "--model_dir, or the run's own values to continue it.")
-  for key in ("epochs", "val_examples", "checkpoint_every"):
-    if getattr(saved, key) != getattr(cfg, key):
-      note = (" (the learning-rate decay points move with it)" if key == "epochs" else "")
-      print(f"Continuing with --{key}={getattr(cfg, key)} instead of {getattr(saved, key)}"
-            f"{note}.")
+  for key in cfg.differing(saved, ("epochs", "val_examples", "checkpoint_every")):
+    note = " (the learning-rate decay points move with it)" if key == "epochs" else ""
+    print(f"Continuing with --{key}={getattr(cfg, key)} instead of {getattr(saved, key)}"
+          f"{note}.")
 
 
 def _validate(trainer, step, val_ds, epoch):
