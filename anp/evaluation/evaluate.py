@@ -96,10 +96,6 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
                               preprocess=cfg.preprocess)
   clip = clip_range(cfg.preprocess)
   specs = attack_specs(cfg, clip)
-  out_dir = cfg.eval_dir or output_dir(cfg.model_dir)
-  # Finished batches survive an interruption (not across the workers of multi_worker).
-  stores = resume.stores(out_dir, resume.evaluation_key(cfg, x_te[:n], y_te[:n]),
-                         enabled=cfg.strategy != "multi_worker")
 
   source = None
   if cfg.source_model_dir:  # fail early on a bad source
@@ -138,6 +134,11 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
   elif not stochastic and cfg.eot_samples > 1 and verbose:
     print(f"Note: the model's inference is deterministic; --eot_samples={cfg.eot_samples} "
           "only repeats identical gradients.", flush=True)
+
+  out_dir = cfg.eval_dir or output_dir(cfg.model_dir)
+  # Finished batches survive an interruption (not across the workers of multi_worker).
+  stores = resume.stores(out_dir, resume.evaluation_key(cfg, x_te[:n], y_te[:n]),
+                         enabled=cfg.strategy != "multi_worker")
 
   # White box.
   if verbose:

@@ -65,20 +65,18 @@ class BatchStore:
 
   `done()` gives their outputs in order (dicts of NumPy arrays, as `run_steps` reads them);
   `add(i, outputs)` keeps batch i's, written whole (a kill mid-write leaves no batch file).
-  A folder holding another key is emptied on creation.
+  A folder holding another key is removed on creation; the folder and its key are written
+  with the first batch.
   """
 
   def __init__(self, folder, key):
-    self.folder = folder
-    text = json.dumps(key, sort_keys=True, default=str)
-    key_path = os.path.join(folder, "key.json")
-    if os.path.isfile(key_path):
-      with open(key_path) as f:
-        if f.read() == text:
+    self.folder, self.key_path = folder, os.path.join(folder, "key.json")
+    self.text = json.dumps(key, sort_keys=True, default=str)
+    if os.path.isfile(self.key_path):
+      with open(self.key_path) as f:
+        if f.read() == self.text:
           return
-      shutil.rmtree(folder)
-    os.makedirs(folder, exist_ok=True)
-    write_whole(key_path, text)
+    shutil.rmtree(folder, ignore_errors=True)
 
   def _path(self, index):
     return os.path.join(self.folder, f"batch_{index:05d}.npz")
@@ -91,6 +89,9 @@ class BatchStore:
     return outputs
 
   def add(self, index, outputs):
+    if not os.path.isfile(self.key_path):  # the folder appears with the first batch
+      os.makedirs(self.folder, exist_ok=True)
+      write_whole(self.key_path, self.text)
     path = self._path(index)
     tmp = f"{path}.tmp{os.getpid()}.npz"
     np.savez(tmp, **outputs)
