@@ -90,14 +90,18 @@ def stages(version, eps, *, steps=100, targets=9, queries=5000, eot_samples=None
 
 def autoattack(model_fn, x, y, eps, *, version="standard", steps=100, targets=9,
                queries=5000, eot_samples=None, clip_min=0.0, clip_max=1.0, seed=None,
-               return_stages=False):
+               return_stages=False, judge_fn=None):
   """AutoAttack: the attacks of `stages(version, ...)` as a cascade on the still-robust examples.
 
   Examples misclassified at x are not attacked. Each stage runs on the examples every earlier
-  stage failed on; an example is robust only if all fail.
+  stage failed on; an example is robust only if all fail, as decided by one prediction of
+  `judge_fn` (default model_fn) right after each stage. With a random model that decision is
+  final, as in the reference: a later prediction at the same point may differ.
 
   Args:
-    model_fn: callable x -> logits (random: use version='rand').
+    model_fn: callable x -> logits (random: use version='rand'), the attacks' model.
+    judge_fn: the model whose predictions decide robustness, where model_fn is a stand-in
+      for gradients and queries (a compact copy, one weight sample of an ensemble).
     x: float images [B, H, W, C]; y: integer labels [B]; eps: L-inf radius.
     version: 'standard' or 'rand' (VERSIONS). steps: APGD and FAB-T iterations (100 in
       AutoAttack). targets: APGD-T's and FAB-T's target classes (9). queries: Square's
@@ -109,12 +113,13 @@ def autoattack(model_fn, x, y, eps, *, version="standard", steps=100, targets=9,
     first stage's point (x for examples misclassified at x).
   """
   x, y = common.check_inputs(x, y)
-  robust = common.correct(model_fn, x, y)
+  robust = common.correct(judge_fn or model_fn, x, y)
   x_adv, history = x, []
   for k, (_, attack) in enumerate(stages(version, eps, steps=steps, targets=targets,
                                          queries=queries, eot_samples=eot_samples,
                                          clip_min=clip_min, clip_max=clip_max, seed=seed)):
-    x_adv, robust = on_still_robust(attack, model_fn, x, y, x_adv, robust, replace_all=k == 0)
+    x_adv, robust = on_still_robust(attack, model_fn, x, y, x_adv, robust, replace_all=k == 0,
+                                    judge_fn=judge_fn)
     history.append(robust)
   x_adv = tf.stop_gradient(x_adv)
   return (x_adv, tf.stack(history)) if return_stages else x_adv

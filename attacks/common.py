@@ -214,19 +214,20 @@ def ranked_classes(logits, targets):
 # Cascades: an attack on the examples still classified correctly.
 
 
-def on_still_robust(attack, model_fn, x, y, x_adv, robust, *, extras=(), replace_all=False):
+def on_still_robust(attack, model_fn, x, y, x_adv, robust, *, extras=(), replace_all=False,
+                    judge_fn=None):
   """Runs `attack(model_fn, x_s, y_s, *extras_s)` on the rows s where `robust`.
 
-  Rows the attack fools (by model_fn) take its output and leave `robust`; with `replace_all`
-  every attacked row takes it (a first stage: robust rows then carry an attacked point).
-  `extras`: per-row tensors [B, ...] the attack needs, gathered like x and y. Returns
-  (x_adv, robust); the attack is skipped (tf.cond) when no row is robust.
+  Rows the attack fools (by `judge_fn`, default model_fn) take its output and leave `robust`;
+  with `replace_all` every attacked row takes it (a first stage: robust rows then carry an
+  attacked point). `extras`: per-row tensors [B, ...] the attack needs, gathered like x and
+  y. Returns (x_adv, robust); the attack is skipped (tf.cond) when no row is robust.
   """
   def run():
     idx = tf.where(robust)[:, 0]
     ys = tf.gather(y, idx)
     adv = attack(model_fn, tf.gather(x, idx), ys, *[tf.gather(e, idx) for e in extras])
-    fooled = tf.logical_not(correct(model_fn, adv, ys))
+    fooled = tf.logical_not(correct(judge_fn or model_fn, adv, ys))
     take = tf.ones_like(fooled) if replace_all else fooled
     at = idx[:, None]
     rows = tf.where(per_example(take, adv), adv, tf.gather(x_adv, idx))

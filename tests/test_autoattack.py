@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import attacks
-from anp.evaluation import attack_specs, sanity
+from anp.evaluation import attack_specs, eval_net, sanity
 from anp.config import Config
 from anp.errors import UserError
 from attacks import losses
@@ -148,6 +148,44 @@ def test_on_still_robust_attacks_only_the_robust_rows():
   assert not left.numpy().any()
   attacks.on_still_robust(attack, model, x, y, x_adv, left)
   assert seen == [2]  # nobody robust: not called
+
+
+def test_the_judge_decides_and_a_random_nets_cascade_verdict_stands():
+  # on_still_robust: the crafting model is fooled by every attacked row, the judge by none.
+  model = lambda t: tf.one_hot(tf.cast(tf.reduce_mean(t, [1, 2, 3]) > 0.5, tf.int32),  # noqa
+                               N_CLASSES)
+  def judge(t, label=0):
+    return tf.one_hot(tf.fill(tf.shape(t)[:1], label), N_CLASSES)
+
+  x, y = tf.zeros([4, 2, 2, 1]), tf.zeros([4], tf.int64)
+  robust = tf.ones([4], tf.bool)
+  _, left = attacks.on_still_robust(lambda m, xs, ys: xs + 1.0, model, x, y, x, robust,
+                                    judge_fn=judge)
+  assert left.numpy().all()
+  _, stages = attacks.autoattack(model, x, y, 0.3, steps=2, targets=2, queries=5,
+                                 return_stages=True, judge_fn=lambda t: judge(t, label=1))
+  assert not stages.numpy().any()  # wrong by the judge at x: never attacked, never robust
+
+  # In --mode=eval a cascade's verdict is the one made by the net right after its last stage,
+  # not a fresh prediction of a random net at the end.
+  def coin_net(t, training=False, return_features=False):
+    del training, return_features
+    heads = tf.random.uniform(tf.shape(t)[:1]) < 0.5
+    return tf.one_hot(tf.cast(heads, tf.int32), N_CLASSES)
+
+  def cascade(model_fn, xs, ys):
+    return xs
+
+  def with_stages(model_fn, xs, ys, judge_fn=None):
+    return xs, tf.stack([attacks.correct(judge_fn or model_fn, xs, ys)])
+
+  cascade.stages, cascade.with_stages = ("only",), with_stages
+  step = eval_net.make_eval_step(coin_net, [("cascade", cascade)])
+  out = step(tf.zeros([400, 2, 2, 1]), tf.zeros([400], tf.int64))
+  per = out["per_attack"].numpy()
+  np.testing.assert_array_equal(per[1], per[0])  # "cascade" row = "cascade/only" row
+  np.testing.assert_array_equal(out["adv"].numpy(), per[0])
+  assert 100 < per[0].sum() < 300  # a coin: a fresh prediction would disagree on ~200
 
 
 def test_autoattack_cascade_catches_masked_gradients_with_square():

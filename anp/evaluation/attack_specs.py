@@ -103,8 +103,8 @@ def _autoattack(spec, box):
     return attacks.autoattack(model_fn, x, y, **kw)
 
   attack.stages = attacks.autoattack_stages(version)
-  attack.with_stages = lambda model_fn, x, y: attacks.autoattack(  # noqa: E731
-      model_fn, x, y, return_stages=True, **kw)
+  attack.with_stages = lambda model_fn, x, y, judge_fn=None: attacks.autoattack(  # noqa: E731
+      model_fn, x, y, return_stages=True, judge_fn=judge_fn, **kw)
   attack.__name__ = spec.name
   return attack
 

@@ -51,8 +51,10 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
   with `compact`, from its `attack_fn()` (pruned units removed; same logits up to rounding)
   where it has one. Predictions and features always come from `net` itself.
   An attack with `with_stages` (AutoAttack) also gives, per stage `s` of `attack.stages`,
-  whether an example survives the cascade up to it (`per_attack` row `<name>/<s>`, by the
-  crafting model, just before the attack's own row).
+  whether an example survives the cascade up to it (`per_attack` row `<name>/<s>`, just
+  before the attack's own row), each stage's successes decided by one prediction of `net`
+  right after it; the last stage's decision is the attack's (for a random net, as the
+  reference: a fresh prediction at the end could differ).
   With several attacks an example is adversarial as soon as one attack fools `net`. The
   vulnerability is always that of the first attack's examples, so that its column keeps one
   meaning whatever attacks follow (the paper's: PGD-40's). Returns a tf.function (x, y) ->
@@ -62,6 +64,9 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
   """
   feats_fn = _features_of(net)
   crafter = net if source is None else source
+
+  def judge(t):
+    return net(t, training=False)
 
   def craft_fn():
     if compact and hasattr(crafter, "attack_fn"):
@@ -79,14 +84,15 @@ def make_eval_step(net, named_attacks, source=None, feature_layer=-1, compact=Fa
     timed = log_attacks and not tf_config.is_op_determinism_enabled()
     start = tf.timestamp() if timed else None
     for name, attack in named_attacks:
-      if hasattr(attack, "with_stages"):  # a cascade: also robust after each stage
-        x_adv, stages = attack.with_stages(craft, x, y)
+      if hasattr(attack, "with_stages"):  # a cascade, judged by `net` after each stage
+        x_adv, stages = attack.with_stages(craft, x, y, judge_fn=judge)
         per_attack.extend(tf.unstack(stages))
       else:
-        x_adv = attack(craft, x, y)
+        x_adv, stages = attack(craft, x, y), None
       x_adv = tf.stop_gradient(x_adv)
       logits_adv, feats_adv = feats_fn(x_adv)
-      ok = predictions_correct(logits_adv, y)
+      # A cascade's own verdict stands: of a random net, a new prediction could differ.
+      ok = predictions_correct(logits_adv, y) if stages is None else stages[-1]
       per_attack.append(ok)
       if log_attacks:
         with tf.control_dependencies([ok]):  # read the clock once the attack is done
