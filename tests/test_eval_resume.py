@@ -70,6 +70,17 @@ def test_batch_store_keeps_whole_batches_and_its_key(tmp_path):
   assert not (tmp_path / "p").exists()  # another key's batches are gone; none kept yet
 
 
+def test_model_fingerprint_follows_the_latest_checkpoints_weights(tmp_path):
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "checkpoint").write_text('model_checkpoint_path: "ckpt-5"\n')
+  (run / "ckpt-5.index").write_bytes(b"tensor checksums a")
+  first = resume.model_fingerprint(str(run))
+  (run / "ckpt-5.index").write_bytes(b"tensor checksums b")  # retrained: same name
+  assert list(first) == ["ckpt-5.index"] and resume.model_fingerprint(str(run)) != first
+  assert resume.model_fingerprint(str(tmp_path / "none")) == {}
+
+
 @pytest.mark.skipif(not have_real_data(), reason=f"real MNIST not found in {SHARED_DATA}")
 def test_interrupted_eval_resumes_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
   from anp.training.train import run_train

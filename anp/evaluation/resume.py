@@ -24,11 +24,12 @@ import shutil
 import numpy as np
 
 from anp.atomic import write_whole
+from anp.runs.logs import latest_checkpoint_name
 
 PARTIAL_DIR = "eval_partial"
-# Files that identify a model's weights: a run's `checkpoint` (it names the latest
-# checkpoint), a SavedModel's graph and variable index, an original checkpoint's index.
-_WEIGHT_FILES = ("checkpoint", "saved_model.pb", os.path.join("variables", "variables.index"))
+# Files that identify a model's weights (a checkpoint's index keeps each tensor's checksum):
+# a SavedModel's graph and variable index; a run's latest checkpoint (`model_fingerprint`).
+_WEIGHT_FILES = ("saved_model.pb", os.path.join("variables", "variables.index"))
 
 
 def _sha256(*chunks):
@@ -39,9 +40,12 @@ def _sha256(*chunks):
 
 
 def model_fingerprint(path):
-  """{file: sha256} of the files that identify the weights at `path` (a run directory, a
-  SavedModel, or an original checkpoint prefix)."""
-  files = [os.path.join(path, name) for name in _WEIGHT_FILES] + [f"{path}.index"]
+  """{file: sha256} of the files that identify the weights at `path`: a run directory's
+  latest checkpoint index, a SavedModel's graph and variable index, or an original
+  checkpoint prefix's index."""
+  latest = os.path.isdir(path) and latest_checkpoint_name(path)
+  names = _WEIGHT_FILES + ((f"{latest}.index",) if latest else ())
+  files = [os.path.join(path, name) for name in names] + [f"{path}.index"]
   found = {}
   for file in files:
     if os.path.isfile(file):
