@@ -10,7 +10,9 @@
 # check for masked gradients). Batches of 250: an interrupted evaluation keeps its finished
 # batches and goes on from them when run again. Results go to
 # results/mnist/sap/<row>_eps<eps>[_apgd|_sap|_sap_square]/eval.json; a finished one is not
-# run again.
+# run again. With the pretrained_at row, also AutoAttack-rand with 20 and with 100 EOT samples
+# on the same first 250 images at eps 0.3 (_sap_first250_eot20, _eot100): whether more
+# samples than 20 find more.
 #   bash results/mnist/sap.sh [ROW ...]   (default: standard pretrained_at)
 # R, DATA_DIR and EVAL_FLAGS as in results/mnist/run.sh; SAP_EPS (default "0.1 0.3").
 set -euo pipefail
@@ -32,3 +34,12 @@ for row in "${rows[@]}"; do
     evaluate "$R/$row" "${out}_sap_square" "${common[@]}" --defense=sap --attack=square
   done
 done
+# How many EOT samples: where SAP reads highest above the model without it (Pretrained AT at
+# eps 0.3), AutoAttack-rand with 20 and with 100 samples per gradient on the same images.
+if [[ " ${rows[*]} " == *" pretrained_at "* ]]; then
+  for k in 20 100; do
+    evaluate "$R/pretrained_at" "$R/sap/pretrained_at_eps0.3_sap_first250_eot$k" --eps=0.3 \
+        --eval_examples=250 --eval_batch=250 --defense=sap --attack=autoattack-rand \
+        --eot_samples=$k ${eval_flags[@]+"${eval_flags[@]}"}
+  done
+fi
