@@ -11,7 +11,7 @@
 # batches and goes on from them when run again. Results go to
 # results/mnist/sap/<row>_eps<eps>[_apgd|_sap|_sap_square]/eval.json; a finished one is not
 # run again. With the pretrained_at row, also AutoAttack-rand with 20 and with 100 EOT samples
-# on the same first 250 images at eps 0.3 (_sap_first250_eot20, _eot100): whether more
+# on the same first 250 images at eps 0.3 (_sap_first250_eot20, _eot100; batches of 50): whether more
 # samples than 20 find more.
 #   bash results/mnist/sap.sh [ROW ...]   (default: standard pretrained_at)
 # R, DATA_DIR and EVAL_FLAGS as in results/mnist/run.sh; SAP_EPS (default "0.1 0.3").
@@ -39,7 +39,7 @@ done
 if [[ " ${rows[*]} " == *" pretrained_at "* ]]; then
   for k in 20 100; do
     evaluate "$R/pretrained_at" "$R/sap/pretrained_at_eps0.3_sap_first250_eot$k" --eps=0.3 \
-        --eval_examples=250 --eval_batch=250 --defense=sap --attack=autoattack-rand \
+        --eval_examples=250 --eval_batch=50 --defense=sap --attack=autoattack-rand \
         --eot_samples=$k ${eval_flags[@]+"${eval_flags[@]}"}
   done
 fi
