@@ -11,8 +11,8 @@
 # batches and goes on from them when run again. Results go to
 # results/mnist/sap/<row>_eps<eps>[_apgd|_sap|_sap_square]/eval.json; a finished one is not
 # run again. With the pretrained_at row, also AutoAttack-rand with 20 and with 100 EOT samples
-# on the same first 250 images at eps 0.3 (_sap_first250_eot20, _eot100; batches of 50): whether more
-# samples than 20 find more.
+# on the same first 250 images at eps 0.3 (_sap_first250_eot20, _eot100; batches of 50):
+# whether more samples than 20 find more.
 #   bash results/mnist/sap.sh [ROW ...]   (default: standard pretrained_at)
 # R, DATA_DIR and EVAL_FLAGS as in results/mnist/run.sh; SAP_EPS (default "0.1 0.3").
 set -euo pipefail
