@@ -11,6 +11,8 @@ import pytest
 import tensorflow as tf
 
 from anp.deploy import compact, efficiency
+from anp.deploy.export import save_for_serving
+from anp.deploy.sparse import SparseKernel
 from anp.evaluation import tables
 from anp.methods import hydra
 from anp.config import Config
@@ -266,7 +268,7 @@ def test_other_methods_build_the_same_plain_layers():
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
-def test_channel_export_is_smaller_and_weight_export_keeps_zeros(dataset):
+def test_channel_export_is_smaller_and_weight_export_stores_the_kept_weights(dataset):
   shape = (28, 28, 1) if dataset == "mnist" else (32, 32, 3)
   x = tf.random.stateless_uniform((8,) + shape, [4, 2])
   for granularity in ("channel", "weight"):
@@ -279,10 +281,33 @@ def test_channel_export_is_smaller_and_weight_export_keeps_zeros(dataset):
     if granularity == "channel":
       assert efficiency.count_params(small.weights) < 0.6 * dense_params
       assert net.n_active() == [n - math.floor(0.6 * n + 1e-9) for n in net.unit_counts]
-    else:
-      assert efficiency.count_params(small.weights) == dense_params
-      zeros = sum(int(np.sum(w == 0)) for w in small.get_weights())
-      assert zeros >= efficiency.weight_efficiency(net)["weights_total"] * 0.6 - 16
+    else:  # the kernels' non-zero entries, the rest as before
+      counts = efficiency.weight_efficiency(net)
+      assert efficiency.served_params(small) == \
+          dense_params - counts["weights_total"] + counts["weights_kept"]
+      assert counts["weights_kept"] <= counts["weights_total"] * 0.4 + 16
+      assert any(isinstance(layer, SparseKernel) for layer in small.layers)
+      with_zeros = compact.compact_model(net, sparse=False)
+      assert efficiency.count_params(with_zeros.weights) == dense_params
+      np.testing.assert_array_equal(with_zeros(x).numpy(), small(x).numpy())
+
+
+def test_weight_export_serves_the_same_logits_from_fewer_bytes(tmp_path):
+  """The SavedModel and the .keras file of a weight-pruned compact model (90% pruned)."""
+  net = build_net(hydra_cfg(hydra_granularity="weight", prune_ratio=0.9))
+  for v in hydra.score_variables(net):
+    v.assign(tf.random.stateless_normal(v.shape, [len(v.path), 1]))
+  x = tf.random.stateless_uniform((8, 28, 28, 1), [4, 3])
+  small = compact.compact_model(net)
+  assert efficiency.weight_bytes(small) < 0.25 * efficiency.weight_bytes(
+      compact.compact_model(net, sparse=False))
+  serve = tf.saved_model.load(save_for_serving(small, str(tmp_path / "export"), (28, 28, 1))
+                              ).signatures["serving_default"]
+  np.testing.assert_allclose(serve(images=x)["logits"].numpy(),
+                             net(x, training=False).numpy(), atol=1e-5)
+  small.save(tmp_path / "small.keras")
+  loaded = keras.models.load_model(tmp_path / "small.keras")
+  np.testing.assert_array_equal(loaded(x).numpy(), small(x).numpy())
 
 
 def test_table_names_hydra_and_lwm_rows():

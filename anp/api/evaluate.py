@@ -87,7 +87,7 @@ def _efficiency(masked, flops):
   small = compact(masked)
   shape = tuple(int(d) for d in small.inputs[0].shape[1:])
   dense = efficiency.count_params(masked.weights, exclude=masked.mask_variables)
-  kept = efficiency.count_params(small.weights)
+  kept = efficiency.served_params(small)
   out = {"Sparsity": 100.0 * masked.sparsity() if masked.masks else 0.0,
          "Memory": 100.0 * kept / dense, "n_active": masked.n_active(),
          "n_units": list(masked.unit_counts), "params": (dense, kept)}

@@ -124,14 +124,22 @@ def limitations(cfg, results, method):
   return sorted(set(notes), key=notes.index)
 
 
+def _stored(pruning):
+  """How the served weights are stored (pruning.json of an older export has no 'bytes')."""
+  p = pruning["params"]
+  if pruning.get("weight_pruning") and "bytes" in p:
+    return (f"{p['bytes'] / 1024:.1f} KiB of weights, the pruned kernels stored as their "
+            "non-zero float32 values and int32 positions")
+  return f"float32 weights, {p.get('bytes', 4 * p['compact']) / 1024:.1f} KiB"
+
+
 def _efficiency(pruning, results):
   if pruning:
     p, f, paper = pruning["params"], pruning["flops"], pruning["paper"]
     kept = ", ".join(f"{k}/{t}" for k, t in zip(pruning["n_active"], pruning["n_units"]))
     return [f"- Units kept per layer: {kept}.",
             f"- Parameters: {p['compact']:,} served ({p['dense']:,} in the unpruned network, "
-            f"{p['compact'] / p['dense']:.2%}); float32 weights, {4 * p['compact'] / 1024:.1f} "
-            "KiB.",
+            f"{p['compact'] / p['dense']:.2%}); {_stored(pruning)}.",
             f"- FLOPs per image: {f['compact']:,} ({f['dense']:,} unpruned, x{f['ratio']:.2f} "
             "fewer).",
             f"- The paper's columns: memory {paper['memory_pct']:.2f}%, FLOPs "

@@ -5,8 +5,8 @@ plain Keras model without mask layers in which every unit or channel whose E[pi]
 below the threshold is physically removed and the surviving mask values E[pi] are folded
 into the weights. Its logits equal the masked network's inference logits. HYDRA's networks
 (`anp.methods.hydra`) go the same way: a channel-pruned one (`TopKMask` sites) loses its
-pruned units like a masked one; a weight-pruned one keeps its dense shapes, its pruned kernel
-entries 0.
+pruned units like a masked one; a weight-pruned one keeps its dense shapes, its kernels stored
+as their non-zero entries (`anp.deploy.sparse.SparseKernel`).
 
 VGG: the mask acts before batch norm, so a pruned channel is not zero after BN + ReLU but
 the constant relu(beta - gamma * mean / sqrt(var + eps)), which the next layer still sees.
@@ -19,8 +19,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from anp.deploy.sparse import SparseKernel, sparse_weights
 from models.lenet import LeNet5
-from models.subnet import kernel_of
+from models.subnet import kernel_of, subnet_layers
 
 layers = keras.layers
 
@@ -86,10 +87,25 @@ def _np(v):
 
 
 def _set(layer, *values):
-  layer.set_weights([np.asarray(v, np.float32) for v in values])
+  layer.set_weights([np.asarray(v, w.dtype) for v, w in zip(values, layer.weights)])
 
 
-def _compact_lenet(net):
+def _layer(kernel, bias, name, sparse, activation=None, padding="valid"):
+  """(a Conv2D for a 4-D kernel, else a Dense; their `SparseKernel` when `sparse`, the layer
+  first then its weights) computing `kernel` and `bias`."""
+  if sparse:
+    weights = sparse_weights(kernel, bias)
+    return (SparseKernel(kernel.shape, len(weights[0]), padding, activation, name=name),
+            *weights)
+  if kernel.ndim == 4:
+    layer = layers.Conv2D(kernel.shape[-1], kernel.shape[:2], padding=padding,
+                          activation=activation, name=name)
+  else:
+    layer = layers.Dense(kernel.shape[-1], activation=activation, name=name)
+  return layer, kernel, bias
+
+
+def _compact_lenet(net, sparse):
   k1, m1 = _site(net, 0, 20)
   k2, m2 = _site(net, 1, 50)
   k3, m3 = _site(net, 2, 800)
@@ -111,19 +127,18 @@ def _compact_lenet(net):
       rows.append(index)
       scale.append(value3[index])
 
+  conv1, *a1 = _layer(w1[..., k1] * m1, b1[k1] * m1, "conv1", sparse, "relu")
+  conv2, *a2 = _layer(w2[:, :, k1][..., k2] * m2, b2[k2] * m2, "conv2", sparse, "relu")
+  dense3, *a3 = _layer((w3[rows] * np.asarray(scale)[:, None])[:, k4], b3[k4], "dense3",
+                       sparse, "relu")
+  dense4, *a4 = _layer(w4[k4] * m4[:, None], b4, "dense4", sparse)
   x = inputs = keras.Input((28, 28, 1), name="images")
-  conv1 = layers.Conv2D(len(k1), 5, activation="relu", name="conv1")
   x = layers.MaxPooling2D(2, 2)(conv1(x))
-  conv2 = layers.Conv2D(len(k2), 5, activation="relu", name="conv2")
   x = layers.Flatten()(layers.MaxPooling2D(2, 2)(conv2(x)))
   x = GatherFeatures(survivors, name="gather3")(x)
-  dense3 = layers.Dense(len(k4), activation="relu", name="dense3")
-  dense4 = layers.Dense(net.n_classes, name="dense4")
   model = keras.Model(inputs, dense4(dense3(x)), name="lenet5_compact")
-  _set(conv1, w1[..., k1] * m1, b1[k1] * m1)
-  _set(conv2, w2[:, :, k1][..., k2] * m2, b2[k2] * m2)
-  _set(dense3, (w3[rows] * np.asarray(scale)[:, None])[:, k4], b3[k4])
-  _set(dense4, w4[k4] * m4[:, None], b4)
+  for layer, values in ((conv1, a1), (conv2, a2), (dense3, a3), (dense4, a4)):
+    _set(layer, *values)
   return model
 
 
@@ -141,7 +156,7 @@ def _bn_subset(bn, kept, name):
                                                bn.moving_variance)))
 
 
-def _compact_vgg(net):
+def _compact_vgg(net, sparse):
   n_blocks = len(net.blocks)
   sites = [_site(net, i, u) for i, u in enumerate(net.unit_counts)]
   x = inputs = keras.Input((32, 32, 3), name="images")
@@ -154,8 +169,9 @@ def _compact_vgg(net):
   for i, block in enumerate(net.blocks):
     kept, m = sites[i]
     w, b = _np(kernel_of(block["conv"])), _np(block["conv"].bias)
-    conv = layers.Conv2D(len(kept), 3, padding="same", name=f"conv{i + 1}")
-    assignments.append((conv, w[:, :, prev_kept][..., kept] * m, b[kept] * m))
+    conv, *weights = _layer(w[:, :, prev_kept][..., kept] * m, b[kept] * m, f"conv{i + 1}",
+                            sparse, padding="same")
+    assignments.append((conv, *weights))
     x = conv(x)
     if prev_const is not None and np.any(prev_const[0]):
       const, pruned = prev_const
@@ -194,22 +210,29 @@ def _compact_vgg(net):
   for cv, c in fold:
     b1 = b1 + cv * value_fc1[c] * w1[c]
   x = GatherFeatures(gather, name=f"gather{n_blocks + 1}")(x)
-  dense1 = layers.Dense(len(k_fc2), name=f"dense{n_blocks + 1}")
-  assignments.append((dense1, (w1[rows] * np.asarray(scale)[:, None])[:, k_fc2], b1[k_fc2]))
+  dense1, *weights = _layer((w1[rows] * np.asarray(scale)[:, None])[:, k_fc2], b1[k_fc2],
+                            f"dense{n_blocks + 1}", sparse)
+  assignments.append((dense1, *weights))
   new_bn1, weights = _bn_subset(net.bn_fc1, k_fc2, f"bn{n_blocks + 1}")
   assignments.append(weights)
   x = layers.ReLU()(new_bn1(dense1(x)))
   w2, b2 = _np(kernel_of(net.dense_fc2)), _np(net.dense_fc2.bias)
-  dense2 = layers.Dense(net.n_classes, name=f"dense{n_blocks + 2}")
-  assignments.append((dense2, w2[k_fc2] * m_fc2[:, None], b2))
+  dense2, *weights = _layer(w2[k_fc2] * m_fc2[:, None], b2, f"dense{n_blocks + 2}", sparse)
+  assignments.append((dense2, *weights))
   model = keras.Model(inputs, dense2(x), name="vgg16_compact")
   for layer, *values in assignments:
     _set(layer, *values)
   return model
 
 
-def compact_model(net):
-  """A plain Keras model computing `net(x, training=False)` with the pruned units removed."""
+def compact_model(net, sparse=None):
+  """A plain Keras model computing `net(x, training=False)` with the pruned units removed.
+
+  `sparse`: store the kernels as their non-zero entries (`SparseKernel`); by default, when
+  `net` is weight-pruned (HYDRA's unstructured layers).
+  """
+  if sparse is None:
+    sparse = bool(subnet_layers(net))
   if isinstance(net, LeNet5):
-    return _compact_lenet(net)
-  return _compact_vgg(net)
+    return _compact_lenet(net, sparse)
+  return _compact_vgg(net, sparse)

@@ -167,6 +167,17 @@ def count_params(variables, exclude=()):
   return int(sum(np.prod(v.shape) for v in variables if id(v) not in excluded))
 
 
+def served_params(model):
+  """The parameters `model` computes with: the entries of its floating-point weights (the int32
+  positions of a `SparseKernel` say where its values go and are not counted)."""
+  return count_params([v for v in model.weights if "float" in str(v.dtype)])
+
+
+def weight_bytes(model):
+  """Bytes of all of `model`'s weights as stored (positions of sparse kernels included)."""
+  return int(sum(v.numpy().nbytes for v in model.weights))
+
+
 def weight_efficiency(net):
   """The table's Memory / Flops / Sparsity of unstructured pruning, from the zeroed weights.
 

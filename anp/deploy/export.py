@@ -107,7 +107,8 @@ def pruning_report(net, compact, cfg, x_test):
               for i, (k, t) in enumerate(zip(n_active, net.unit_counts))],
       n_active=n_active, n_units=list(net.unit_counts),
       params=dict(dense=efficiency.count_params(net.weights, exclude=net.mask_variables),
-                  compact=efficiency.count_params(compact.weights)),
+                  compact=efficiency.served_params(compact),
+                  bytes=efficiency.weight_bytes(compact)),
       flops=dict(dense=int(dense_flops), compact=int(compact_flops),
                  ratio=dense_flops / max(compact_flops, 1)),
       paper=efficiency.paper_columns(arch, n_active, list(net.unit_counts), info.n_classes),
@@ -124,7 +125,8 @@ def format_report(report):
             f"paper formulas: Memory {paper['memory_pct']:.2f}%  Flops x{paper['flops_ratio']:.2f}"
             f"  Sparsity {paper['sparsity_pct']:.2f}%",
             *([f"HYDRA weights kept: {w['weights_kept']:,} of {w['weights_total']:,} "
-               f"(sparsity {w['sparsity']:.2%}; zeros kept in the dense shapes)"]
+               f"(sparsity {w['sparsity']:.2%}; kernels stored as their non-zero entries, "
+               f"{p['bytes'] / 1024:.1f} KiB of weights)"]
               if (w := report.get("weight_pruning")) else []),
             f"max |masked - compact| logits on {report['checked_examples']} test images: "
             f"{report['max_abs_logit_diff']:.2e}"]

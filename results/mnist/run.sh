@@ -62,17 +62,23 @@ for row in anp_vs at anp pretrained_at; do row_eval $row at_source --strategy=cp
 row_eval standard standard_source
 row_eval bp standard_source --strategy=cpu_split
 sap standard pretrained_at
+# The rows below are all adversarially trained; each is evaluated as soon as it is trained,
+# black box from the second AT model.
 # TRADES: the authors' MNIST script (train_trades_mnist.py): 100 epochs, PGD-40 of 0.01 from
 # x + 0.001 N(0, 1), beta 1 (--method=trades' MNIST defaults).
 train trades trades --epochs=100 --strategy=cpu_split
+row_eval trades at_source --strategy=cpu_split
 # ADMM at the paper's 80% weight sparsity, the authors' MNIST schedule: 40 ADMM epochs from the
 # AT row (Z and U every 4, CE of PGD-40 examples), then the hard prune and 40 epochs of masked
 # retraining on CE(x_adv). The table's row is the retrained model.
 train admm_search admm --prune_ratio=0.8 --epochs=40 --init_from=$R/at --strategy=cpu_split
 train admm hydra --hydra_stage=finetune --hydra_scores=magnitude --hydra_objective=adv \
     --prune_ratio=0.8 --epochs=40 --init_from=$R/admm_search --strategy=cpu_split
+row_eval admm at_source --strategy=cpu_split
 # Adv-BNN: the paper states no schedule of its own, so the 200 epochs of the other rows.
 train at_bnn at_bnn --strategy=cpu_split
+# Its inference is random: AutoAttack's version for random models (EOT over 20 samples).
+row_eval at_bnn at_source --attack=pgd,autoattack-rand --strategy=cpu_split
 # HYDRA, LWM and AWT pruned to the Memory of ANP-VS (6.98%): removing 93.15% of each layer's
 # weights leaves 6.98% of LeNet5's parameters (biases kept). HYDRA's schedule: 20 epochs of
 # pruning and 100 of finetuning from the AT row with its loss; LWM: 100 epochs of finetuning
@@ -81,15 +87,14 @@ train at_bnn at_bnn --strategy=cpu_split
 hydra=(--prune_ratio=0.9315 --hydra_objective=at --strategy=cpu_split)
 train hydra_prune hydra --hydra_stage=prune --epochs=20 --init_from=$R/at "${hydra[@]}"
 train hydra hydra --hydra_stage=finetune --epochs=100 --init_from=$R/hydra_prune "${hydra[@]}"
+row_eval hydra at_source --strategy=cpu_split
 train lwm hydra --hydra_stage=finetune --hydra_scores=magnitude --epochs=100 --init_from=$R/at \
     "${hydra[@]}"
+row_eval lwm at_source --strategy=cpu_split
 # AWT's search takes its NTK over each replica's half-batch under cpu_split: one device.
 train awt_search awt --prune_ratio=0.9315 --epochs=20  # the search's length: ours, as HYDRA's prune
 train awt hydra --hydra_stage=finetune --epochs=100 --init_from=$R/awt_search "${hydra[@]}"
-# The remaining rows, all adversarially trained: black box from the second AT model.
-for row in trades admm hydra lwm awt; do row_eval $row at_source --strategy=cpu_split; done
-# Adv-BNN's inference is random: AutoAttack's version for random models (EOT over 20 samples).
-row_eval at_bnn at_source --attack=pgd,autoattack-rand --strategy=cpu_split
+row_eval awt at_source --strategy=cpu_split
 sap at anp_vs
 rows=(standard bp at anp anp_vs pretrained_at trades admm at_bnn hydra lwm awt)
 python main.py --mode=report --report_dir=$R/report --runs="$(IFS=,; echo "${rows[*]/#/$R/}")"
