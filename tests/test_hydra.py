@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from anp.deploy import compact, efficiency
-from anp.deploy.export import save_for_serving
+from anp.deploy import card
+from anp.deploy.export import pruning_report, save_for_serving
 from anp.deploy.sparse import SparseKernel
 from anp.evaluation import tables
 from anp.methods import hydra
@@ -294,7 +295,8 @@ def test_channel_export_is_smaller_and_weight_export_stores_the_kept_weights(dat
 
 def test_weight_export_serves_the_same_logits_from_fewer_bytes(tmp_path):
   """The SavedModel and the .keras file of a weight-pruned compact model (90% pruned)."""
-  net = build_net(hydra_cfg(hydra_granularity="weight", prune_ratio=0.9))
+  cfg = hydra_cfg(hydra_granularity="weight", prune_ratio=0.9)
+  net = build_net(cfg)
   for v in hydra.score_variables(net):
     v.assign(tf.random.stateless_normal(v.shape, [len(v.path), 1]))
   x = tf.random.stateless_uniform((8, 28, 28, 1), [4, 3])
@@ -308,6 +310,15 @@ def test_weight_export_serves_the_same_logits_from_fewer_bytes(tmp_path):
   small.save(tmp_path / "small.keras")
   loaded = keras.models.load_model(tmp_path / "small.keras")
   np.testing.assert_array_equal(loaded(x).numpy(), small(x).numpy())
+  # pruning.json and the model card count what is served, the zeros' FLOPs included.
+  report = pruning_report(net, small, cfg, x)
+  assert report["params"]["compact"] == efficiency.served_params(small)
+  assert report["flops"]["compact"] == report["flops"]["dense"]
+  text = "\n".join(card._efficiency(report, []))
+  counts = report["weight_pruning"]
+  assert f"Weights kept: {counts['weights_kept']:,} of the" in text and "Units kept" not in text
+  assert f"{report['params']['bytes'] / 1024:.1f} KiB of weights" in text
+  assert f"x{counts['flops_ratio']:.2f} fewer" in text
 
 
 def test_table_names_hydra_and_lwm_rows():

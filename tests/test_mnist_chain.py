@@ -37,6 +37,10 @@ def test_mnist_chain_on_a_tiny_budget(tmp_path):
   assert names["admm"] == "ADMM 80%" and names["hydra"] == "HYDRA 93.15%", names
   memory = json.loads((root / "hydra" / "eval.json").read_text())["memory_pct"]
   assert abs(memory - 6.98) < 0.01, memory  # the Memory of the paper's ANP-VS
+  for row in ("admm", "hydra", "lwm", "awt"):  # their compact SavedModels and cards
+    pruning = json.loads((root / f"{row}_export" / "pruning.json").read_text())
+    assert pruning["weight_pruning"]["weights_kept"] < pruning["weight_pruning"]["weights_total"]
+    assert "Weights kept:" in (root / f"{row}_export" / "MODEL_CARD.md").read_text(), row
   assert not (root / "sap" / "at_eps0.1_sap").exists()  # SAP_EPS
   for eps in ("0.3",):
     with_sap = json.loads((root / "sap" / f"at_eps{eps}_sap" / "eval.json").read_text())

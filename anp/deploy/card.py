@@ -128,8 +128,8 @@ def _stored(pruning):
   """How the served weights are stored (pruning.json of an older export has no 'bytes')."""
   p = pruning["params"]
   if pruning.get("weight_pruning") and "bytes" in p:
-    return (f"{p['bytes'] / 1024:.1f} KiB of weights, the pruned kernels stored as their "
-            "non-zero float32 values and int32 positions")
+    return (f"{p['bytes'] / 1024:.1f} KiB of weights, the kernels stored as their non-zero "
+            "float32 values and int32 positions")
   return f"float32 weights, {p.get('bytes', 4 * p['compact']) / 1024:.1f} KiB"
 
 
@@ -137,6 +137,17 @@ def _efficiency(pruning, results):
   if pruning:
     p, f, paper = pruning["params"], pruning["flops"], pruning["paper"]
     kept = ", ".join(f"{k}/{t}" for k, t in zip(pruning["n_active"], pruning["n_units"]))
+    if w := pruning.get("weight_pruning"):
+      return [f"- Weights kept: {w['weights_kept']:,} of the {w['weights_total']:,} conv / dense "
+              f"kernel entries (sparsity {100 * w['sparsity']:.2f}%); every unit kept.",
+              f"- Parameters: {p['compact']:,} served ({p['dense']:,} in the unpruned network, "
+              f"{p['compact'] / p['dense']:.2%}); {_stored(pruning)}.",
+              f"- FLOPs per image: {f['compact']:,} as served: the kernels are dense again at "
+              f"every call; the non-zero weights alone take x{w['flops_ratio']:.2f} fewer.",
+              f"- The table's columns (of the weights): memory {w['memory_pct']:.2f}%, FLOPs "
+              f"x{w['flops_ratio']:.2f}, sparsity {100 * w['sparsity']:.2f}%.",
+              f"- Served logits equal the pruned network's up to "
+              f"{pruning['max_abs_logit_diff']:.1e} on {pruning['checked_examples']} test images."]
     return [f"- Units kept per layer: {kept}.",
             f"- Parameters: {p['compact']:,} served ({p['dense']:,} in the unpruned network, "
             f"{p['compact'] / p['dense']:.2%}); {_stored(pruning)}.",

@@ -97,7 +97,12 @@ def pruning_report(net, compact, cfg, x_test):
   arch = architecture(cfg.dataset)
   n_active = net.n_active()
   masked_fn = lambda t: net(t, training=False)  # noqa: E731
-  dense_flops = efficiency.forward_flops(masked_fn, info.image_shape)
+  weights = efficiency.weight_efficiency(net)
+  # A weight-pruned net multiplies each kernel by its mask at every call: its unpruned FLOPs
+  # are those of the same network with plain kernels.
+  unpruned = compact_model(net, sparse=False) if weights else net
+  dense_flops = efficiency.forward_flops(lambda t: unpruned(t, training=False),
+                                         info.image_shape)
   compact_flops = efficiency.forward_flops(lambda t: compact(t, training=False),
                                            info.image_shape)
   diff = float(np.max(np.abs(masked_fn(x_test).numpy() - compact(x_test).numpy())))
@@ -113,7 +118,7 @@ def pruning_report(net, compact, cfg, x_test):
                  ratio=dense_flops / max(compact_flops, 1)),
       paper=efficiency.paper_columns(arch, n_active, list(net.unit_counts), info.n_classes),
       max_abs_logit_diff=diff, checked_examples=int(len(x_test)),
-      weight_pruning=efficiency.weight_efficiency(net))
+      weight_pruning=weights)
 
 
 def format_report(report):
@@ -122,12 +127,13 @@ def format_report(report):
   p, f, paper = report["params"], report["flops"], report["paper"]
   lines += [f"parameters: {p['dense']:,} -> {p['compact']:,} ({p['compact'] / p['dense']:.2%})",
             f"FLOPs/image: {f['dense']:,} -> {f['compact']:,} (x{f['ratio']:.2f} fewer)",
-            f"paper formulas: Memory {paper['memory_pct']:.2f}%  Flops x{paper['flops_ratio']:.2f}"
-            f"  Sparsity {paper['sparsity_pct']:.2f}%",
-            *([f"HYDRA weights kept: {w['weights_kept']:,} of {w['weights_total']:,} "
-               f"(sparsity {w['sparsity']:.2%}; kernels stored as their non-zero entries, "
-               f"{p['bytes'] / 1024:.1f} KiB of weights)"]
-              if (w := report.get("weight_pruning")) else []),
+            *([f"weights kept: {w['weights_kept']:,} of {w['weights_total']:,} (sparsity "
+               f"{w['sparsity']:.2%}; Memory {w['memory_pct']:.2f}%, Flops x{w['flops_ratio']:.2f} "
+               f"in the non-zero weights); kernels stored as their non-zero entries, "
+               f"{p['bytes'] / 1024:.1f} KiB of weights"]
+              if (w := report.get("weight_pruning")) else
+              [f"paper formulas: Memory {paper['memory_pct']:.2f}%  Flops "
+               f"x{paper['flops_ratio']:.2f}  Sparsity {paper['sparsity_pct']:.2f}%"]),
             f"max |masked - compact| logits on {report['checked_examples']} test images: "
             f"{report['max_abs_logit_diff']:.2e}"]
   return "\n".join(lines)

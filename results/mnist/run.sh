@@ -35,6 +35,13 @@ sap() {
   done
   if [ ${#rows[@]} -gt 0 ]; then R="$R" DATA_DIR="$D" bash results/mnist/sap.sh "${rows[@]}"; fi
 }
+compact() {  # compact ROW: R/ROW_export, the compact SavedModel and its model card (written
+  # last: an export without it was interrupted and is made again)
+  local out=$R/${1}_export
+  [ -f "$out/MODEL_CARD.md" ] && return
+  rm -rf "$out"
+  python main.py --mode=prune --model_dir="$R/$1" --export_dir="$out" --data_dir="$D"
+}
 row_eval() {  # row_eval ROW SOURCE [flags]: PGD-40 and AutoAttack, black box from R/SOURCE
   local row=$1 source=$2; shift 2
   evaluate "$R/$row" "$R/$row" --attack=pgd,autoattack --eval_batch=1024 \
@@ -63,7 +70,8 @@ row_eval standard standard_source
 row_eval bp standard_source --strategy=cpu_split
 sap standard pretrained_at
 # The rows below are all adversarially trained; each is evaluated as soon as it is trained,
-# black box from the second AT model.
+# black box from the second AT model, and a pruned one exported (its kernels stored as their
+# non-zero weights).
 # TRADES: the authors' MNIST script (train_trades_mnist.py): 100 epochs, PGD-40 of 0.01 from
 # x + 0.001 N(0, 1), beta 1 (--method=trades' MNIST defaults).
 train trades trades --epochs=100 --strategy=cpu_split
@@ -75,6 +83,7 @@ train admm_search admm --prune_ratio=0.8 --epochs=40 --init_from=$R/at --strateg
 train admm hydra --hydra_stage=finetune --hydra_scores=magnitude --hydra_objective=adv \
     --prune_ratio=0.8 --epochs=40 --init_from=$R/admm_search --strategy=cpu_split
 row_eval admm at_source --strategy=cpu_split
+compact admm
 # Adv-BNN: the paper states no schedule of its own, so the 200 epochs of the other rows.
 train at_bnn at_bnn --strategy=cpu_split
 # Its inference is random: AutoAttack's version for random models (EOT over 20 samples).
@@ -88,13 +97,16 @@ hydra=(--prune_ratio=0.9315 --hydra_objective=at --strategy=cpu_split)
 train hydra_prune hydra --hydra_stage=prune --epochs=20 --init_from=$R/at "${hydra[@]}"
 train hydra hydra --hydra_stage=finetune --epochs=100 --init_from=$R/hydra_prune "${hydra[@]}"
 row_eval hydra at_source --strategy=cpu_split
+compact hydra
 train lwm hydra --hydra_stage=finetune --hydra_scores=magnitude --epochs=100 --init_from=$R/at \
     "${hydra[@]}"
 row_eval lwm at_source --strategy=cpu_split
+compact lwm
 # AWT's search takes its NTK over each replica's half-batch under cpu_split: one device.
 train awt_search awt --prune_ratio=0.9315 --epochs=20  # the search's length: ours, as HYDRA's prune
 train awt hydra --hydra_stage=finetune --epochs=100 --init_from=$R/awt_search "${hydra[@]}"
 row_eval awt at_source --strategy=cpu_split
+compact awt
 sap at anp_vs
 rows=(standard bp at anp anp_vs pretrained_at trades admm at_bnn hydra lwm awt)
 python main.py --mode=report --report_dir=$R/report --runs="$(IFS=,; echo "${rows[*]/#/$R/}")"
