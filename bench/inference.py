@@ -8,8 +8,9 @@ Both models are exported as SavedModels (`serving_default`) and timed through th
 signature: latency at batch 1 (median of --calls calls) and throughput at batch 256, with the
 SavedModel's size on disk. A weight-pruned net's compact model stores its kernels as their
 non-zero entries (`anp.deploy.sparse`); it is also timed with dense kernels holding the zeros
-("compact_dense_kernels"). Prints one JSON object per model and one with the speedups next to
-the FLOPs ratio; with
+("compact_dense_kernels"), and the same architecture unpruned ("unpruned": the masked layers of
+"dense" recompute their top-k at every call). Prints one JSON object per model and one with the
+speedups next to the FLOPs ratio; with
 --profile, then the --top ops of each model's batch-256 call (milliseconds per call summed
 over executor threads), which is where the compact model's time goes when its speed-up
 falls short of its FLOPs ratio.
@@ -30,7 +31,7 @@ from absl import app, flags  # noqa: E402
 
 from anp.config import Config  # noqa: E402
 from anp.deploy.efficiency import forward_flops  # noqa: E402
-from anp.deploy.compact import compact_model  # noqa: E402
+from anp.deploy.compact import compact_model, served_units  # noqa: E402
 from anp.deploy.export import inference_model, save_for_serving  # noqa: E402
 from anp.methods.hydra import score_variables  # noqa: E402
 from anp.runs.rundir import build_net, load_run  # noqa: E402
@@ -99,8 +100,11 @@ def main(_):
   else:
     net, shape = synthetic_net()
   models = [("dense", inference_model(net, shape)), ("compact", compact_model(net))]
-  if subnet_layers(net):
-    models.append(("compact_dense_kernels", compact_model(net, sparse=False)))
+  if subnet_layers(net):  # the masked layers recompute their top-k: also the plain network
+    models += [("compact_dense_kernels", compact_model(net, sparse=False)),
+               ("unpruned", inference_model(build_net(Config(
+                   dataset="mnist" if isinstance(net, LeNet5) else "cifar10",
+                   method="standard").resolved()), shape))]
   out = tempfile.mkdtemp()
   results, profiles = {}, {}
   for name, model in models:
@@ -117,11 +121,18 @@ def main(_):
       profiles[name] = profile(fn, tf.random.uniform((256,) + shape))
   d, c = results["dense"], results["compact"]
   print(json.dumps(dict(
-      units_kept=net.n_active(), units_total=list(net.unit_counts),
+      units_kept=served_units(models[1][1]) if subnet_layers(net) else net.n_active(),
+      units_total=list(net.unit_counts),
       latency_speedup=d["latency_ms_batch1"] / c["latency_ms_batch1"],
       throughput_speedup=c["images_per_s_batch256"] / d["images_per_s_batch256"],
       flops_ratio=d["mflops_per_image"] / c["mflops_per_image"],
-      size_ratio=d["saved_model_kib"] / c["saved_model_kib"])), flush=True)
+      size_ratio=d["saved_model_kib"] / c["saved_model_kib"],
+      **({"vs_unpruned": dict(
+          latency_speedup=u["latency_ms_batch1"] / c["latency_ms_batch1"],
+          throughput_speedup=c["images_per_s_batch256"] / u["images_per_s_batch256"],
+          flops_ratio=u["mflops_per_image"] / c["mflops_per_image"],
+          size_ratio=u["saved_model_kib"] / c["saved_model_kib"])}
+         if (u := results.get("unpruned")) else {}))), flush=True)
   for name, ops in profiles.items():
     for op in ops:
       print(json.dumps(dict(model=name, **op)), flush=True)

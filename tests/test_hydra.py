@@ -282,15 +282,34 @@ def test_channel_export_is_smaller_and_weight_export_stores_the_kept_weights(dat
     if granularity == "channel":
       assert efficiency.count_params(small.weights) < 0.6 * dense_params
       assert net.n_active() == [n - math.floor(0.6 * n + 1e-9) for n in net.unit_counts]
-    else:  # the kernels' non-zero entries, the rest as before
+    else:  # 40% of each kernel left: stored dense (a sparse kernel would not halve it)
       counts = efficiency.weight_efficiency(net)
-      assert efficiency.served_params(small) == \
-          dense_params - counts["weights_total"] + counts["weights_kept"]
       assert counts["weights_kept"] <= counts["weights_total"] * 0.4 + 16
-      assert any(isinstance(layer, SparseKernel) for layer in small.layers)
-      with_zeros = compact.compact_model(net, sparse=False)
-      assert efficiency.count_params(with_zeros.weights) == dense_params
-      np.testing.assert_array_equal(with_zeros(x).numpy(), small(x).numpy())
+      assert not any(isinstance(layer, SparseKernel) for layer in small.layers)
+      assert efficiency.served_params(small) <= dense_params
+
+
+def test_weight_pruned_lenet_loses_its_disconnected_units():
+  """Units without incoming weights fold into the next bias, units without outgoing ones go;
+  the logits stay. Every weight kept by the scores (ratio 0), the zeros set by hand."""
+  net = build_net(hydra_cfg(hydra_granularity="weight", prune_ratio=0.0))
+  rng = np.random.default_rng(0)
+  for layer in (net.conv1, net.conv2, net.dense3, net.dense4):
+    layer.bias.assign(rng.uniform(0.1, 0.5, layer.bias.shape).astype(np.float32))
+  k1, k2 = net.conv1.kernel.numpy(), net.conv2.kernel.numpy()
+  k3, k4 = net.dense3.kernel.numpy(), net.dense4.kernel.numpy()
+  k1[..., 3] = 0.0      # conv1 filter 3: no input, a constant into conv2's bias
+  k2[:, :, 5, :] = 0.0  # conv1 filter 5: read by nobody
+  k2[..., 7] = 0.0      # conv2 channel 7: no input, its 16 features into dense3's bias
+  k3[:, 10] = 0.0       # dense3 unit 10: no input, a constant into dense4's bias
+  k4[11] = 0.0          # dense3 unit 11: read by nobody
+  k3[17] = 0.0          # one flattened feature read by nobody
+  for layer, k in ((net.conv1, k1), (net.conv2, k2), (net.dense3, k3), (net.dense4, k4)):
+    layer.kernel.assign(k)
+  x = tf.random.stateless_uniform((16, 28, 28, 1), [4, 5])
+  small = compact.compact_model(net)
+  assert compact.served_units(small) == [18, 49, 800 - 16 - 1, 498]
+  np.testing.assert_allclose(small(x).numpy(), net(x, training=False).numpy(), atol=1e-4)
 
 
 def test_weight_export_serves_the_same_logits_from_fewer_bytes(tmp_path):
@@ -301,6 +320,11 @@ def test_weight_export_serves_the_same_logits_from_fewer_bytes(tmp_path):
     v.assign(tf.random.stateless_normal(v.shape, [len(v.path), 1]))
   x = tf.random.stateless_uniform((8, 28, 28, 1), [4, 3])
   small = compact.compact_model(net)
+  assert any(isinstance(layer, SparseKernel) for layer in small.layers)
+  counts = efficiency.weight_efficiency(net)
+  assert efficiency.served_params(small) <= \
+      efficiency.count_params(net.weights, exclude=net.mask_variables) \
+      - counts["weights_total"] + counts["weights_kept"]
   assert efficiency.weight_bytes(small) < 0.25 * efficiency.weight_bytes(
       compact.compact_model(net, sparse=False))
   serve = tf.saved_model.load(save_for_serving(small, str(tmp_path / "export"), (28, 28, 1))
@@ -313,7 +337,10 @@ def test_weight_export_serves_the_same_logits_from_fewer_bytes(tmp_path):
   # pruning.json and the model card count what is served, the zeros' FLOPs included.
   report = pruning_report(net, small, cfg, x)
   assert report["params"]["compact"] == efficiency.served_params(small)
-  assert report["flops"]["compact"] == report["flops"]["dense"]
+  plain = build_net(cfg, masked=False)  # the architecture without HYDRA layers
+  assert report["flops"]["dense"] == efficiency.forward_flops(
+      lambda t: plain(t, training=False), (28, 28, 1)) > report["flops"]["compact"]
+  assert [layer["kept"] for layer in report["layers"]] == compact.served_units(small)
   text = "\n".join(card._efficiency(report, []))
   counts = report["weight_pruning"]
   assert f"Weights kept: {counts['weights_kept']:,} of the" in text and "Units kept" not in text

@@ -139,11 +139,14 @@ def _efficiency(pruning, results):
     kept = ", ".join(f"{k}/{t}" for k, t in zip(pruning["n_active"], pruning["n_units"]))
     if w := pruning.get("weight_pruning"):
       return [f"- Weights kept: {w['weights_kept']:,} of the {w['weights_total']:,} conv / dense "
-              f"kernel entries (sparsity {100 * w['sparsity']:.2f}%); every unit kept.",
+              f"kernel entries (sparsity {100 * w['sparsity']:.2f}%).",
+              f"- Units served per layer: {kept} (LeNet5 loses the units pruning left "
+              "without weights, their constant outputs folded into the next layer's bias).",
               f"- Parameters: {p['compact']:,} served ({p['dense']:,} in the unpruned network, "
               f"{p['compact'] / p['dense']:.2%}); {_stored(pruning)}.",
-              f"- FLOPs per image: {f['compact']:,} as served: the kernels are dense again at "
-              f"every call; the non-zero weights alone take x{w['flops_ratio']:.2f} fewer.",
+              f"- FLOPs per image: {f['compact']:,} as served ({f['dense']:,} unpruned, "
+              f"x{f['ratio']:.2f} fewer; the zeros left in the served kernels are multiplied "
+              f"too): the non-zero weights alone take x{w['flops_ratio']:.2f} fewer.",
               f"- The table's columns (of the weights): memory {w['memory_pct']:.2f}%, FLOPs "
               f"x{w['flops_ratio']:.2f}, sparsity {100 * w['sparsity']:.2f}%.",
               f"- Served logits equal the pruned network's up to "

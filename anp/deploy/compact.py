@@ -5,8 +5,9 @@ plain Keras model without mask layers in which every unit or channel whose E[pi]
 below the threshold is physically removed and the surviving mask values E[pi] are folded
 into the weights. Its logits equal the masked network's inference logits. HYDRA's networks
 (`anp.methods.hydra`) go the same way: a channel-pruned one (`TopKMask` sites) loses its
-pruned units like a masked one; a weight-pruned one keeps its dense shapes, its kernels stored
-as their non-zero entries (`anp.deploy.sparse.SparseKernel`).
+pruned units like a masked one; a weight-pruned one loses the units pruning disconnected
+(LeNet5, `anp.deploy.disconnected`) and stores its sparse kernels as their non-zero entries
+(`anp.deploy.sparse.SparseKernel`).
 
 VGG: the mask acts before batch norm, so a pruned channel is not zero after BN + ReLU but
 the constant relu(beta - gamma * mean / sqrt(var + eps)), which the next layer still sees.
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from anp.deploy.disconnected import drop_disconnected_lenet
 from anp.deploy.sparse import SparseKernel, sparse_weights
 from models.lenet import LeNet5
 from models.subnet import kernel_of, subnet_layers
@@ -93,7 +95,7 @@ def _set(layer, *values):
 def _layer(kernel, bias, name, sparse, activation=None, padding="valid"):
   """(a Conv2D for a 4-D kernel, else a Dense; their `SparseKernel` when `sparse`, the layer
   first then its weights) computing `kernel` and `bias`."""
-  if sparse:
+  if sparse and np.count_nonzero(kernel) < kernel.size / 4:  # at most half the dense bytes
     weights = sparse_weights(kernel, bias)
     return (SparseKernel(kernel.shape, len(weights[0]), padding, activation, name=name),
             *weights)
@@ -118,20 +120,26 @@ def _compact_lenet(net, sparse):
   # A flattened feature (h, w, c), index (h*4 + w)*50 + c, survives when conv2 keeps c and
   # bbd3 keeps the index; in the compact flatten it sits at (h*4 + w)*len(k2) + pos(c).
   pos_of_channel = {c: j for j, c in enumerate(k2)}
-  survivors, rows, scale = [], [], []
+  features, rows, scale = [], [], []
   value3 = dict(zip(k3, m3))
   for index in range(800):
     hw, c = divmod(index, 50)
     if c in pos_of_channel and index in value3:
-      survivors.append(hw * len(k2) + pos_of_channel[c])
+      features.append((hw, pos_of_channel[c]))
       rows.append(index)
       scale.append(value3[index])
+  weights = (w1[..., k1] * m1, b1[k1] * m1, w2[:, :, k1][..., k2] * m2, b2[k2] * m2,
+             np.asarray(features, np.int64).reshape(-1, 2),
+             (w3[rows] * np.asarray(scale)[:, None])[:, k4], b3[k4], w4[k4] * m4[:, None], b4)
+  if subnet_layers(net):  # weight pruning: units without inputs or outputs go too
+    weights = drop_disconnected_lenet(*weights)
+  w1, b1, w2, b2, features, w3, b3, w4, b4 = weights
+  survivors = features[:, 0] * w2.shape[-1] + features[:, 1]
 
-  conv1, *a1 = _layer(w1[..., k1] * m1, b1[k1] * m1, "conv1", sparse, "relu")
-  conv2, *a2 = _layer(w2[:, :, k1][..., k2] * m2, b2[k2] * m2, "conv2", sparse, "relu")
-  dense3, *a3 = _layer((w3[rows] * np.asarray(scale)[:, None])[:, k4], b3[k4], "dense3",
-                       sparse, "relu")
-  dense4, *a4 = _layer(w4[k4] * m4[:, None], b4, "dense4", sparse)
+  conv1, *a1 = _layer(w1, b1, "conv1", sparse, "relu")
+  conv2, *a2 = _layer(w2, b2, "conv2", sparse, "relu")
+  dense3, *a3 = _layer(w3, b3, "dense3", sparse, "relu")
+  dense4, *a4 = _layer(w4, b4, "dense4", sparse)
   x = inputs = keras.Input((28, 28, 1), name="images")
   x = layers.MaxPooling2D(2, 2)(conv1(x))
   x = layers.Flatten()(layers.MaxPooling2D(2, 2)(conv2(x)))
@@ -228,11 +236,28 @@ def _compact_vgg(net, sparse):
 def compact_model(net, sparse=None):
   """A plain Keras model computing `net(x, training=False)` with the pruned units removed.
 
-  `sparse`: store the kernels as their non-zero entries (`SparseKernel`); by default, when
-  `net` is weight-pruned (HYDRA's unstructured layers).
+  `sparse`: store each kernel with under a quarter of its entries non-zero as those entries
+  (`SparseKernel`: at most half the bytes); by default, when `net` is weight-pruned (HYDRA's
+  unstructured layers).
+  A weight-pruned LeNet5 also loses the units that pruning disconnected
+  (`anp.deploy.disconnected`).
   """
   if sparse is None:
     sparse = bool(subnet_layers(net))
   if isinstance(net, LeNet5):
     return _compact_lenet(net, sparse)
   return _compact_vgg(net, sparse)
+
+
+def served_units(model):
+  """The units a compact model keeps per mask site (`unit_counts`' order): each convolution's
+  filters, the dense inputs gathered, each hidden dense layer's units."""
+  units = []
+  for layer in model.layers:
+    if isinstance(layer, GatherFeatures):
+      units.append(len(layer.indices))
+    elif isinstance(layer, SparseKernel):
+      units.append(layer.kernel_shape[-1])
+    elif isinstance(layer, (layers.Conv2D, layers.Dense)):
+      units.append(int(layer.kernel.shape[-1]))
+  return units[:-1]  # not the logits

@@ -20,10 +20,10 @@ from anp import data, methods
 from anp.deploy import efficiency
 from anp.atomic import write_whole
 from anp.deploy.card import PRUNING_JSON, model_config, write_model_card
-from anp.deploy.compact import compact_model
+from anp.deploy.compact import compact_model, served_units
 from anp.config import architecture, run_config_path
 from anp.errors import UserError
-from anp.runs.rundir import check_writable_dir, load_run
+from anp.runs.rundir import build_net, check_writable_dir, load_run
 from anp.evaluation.sap import sap
 
 layers = keras.layers
@@ -95,12 +95,13 @@ def pruning_report(net, compact, cfg, x_test):
   """The efficiency figures of pruning.json."""
   info = data.dataset_info(cfg.dataset)
   arch = architecture(cfg.dataset)
-  n_active = net.n_active()
-  masked_fn = lambda t: net(t, training=False)  # noqa: E731
   weights = efficiency.weight_efficiency(net)
+  # Weight pruning keeps every unit of the net; its compact model serves those left connected.
+  n_active = served_units(compact) if weights else net.n_active()
+  masked_fn = lambda t: net(t, training=False)  # noqa: E731
   # A weight-pruned net multiplies each kernel by its mask at every call: its unpruned FLOPs
-  # are those of the same network with plain kernels.
-  unpruned = compact_model(net, sparse=False) if weights else net
+  # are those of the same architecture with plain layers.
+  unpruned = build_net(cfg, masked=False) if weights else net
   dense_flops = efficiency.forward_flops(lambda t: unpruned(t, training=False),
                                          info.image_shape)
   compact_flops = efficiency.forward_flops(lambda t: compact(t, training=False),

@@ -4,8 +4,8 @@ Weight pruning (HYDRA, LWM, ADMM, AWT with `--hydra_granularity=weight`) zeroes 
 without removing any unit, so the pruned network keeps its dense shapes. `SparseKernel` is the
 Conv2D / Dense layer of such a kernel that stores only what is left: `positions` (int32 [nnz],
 the row-major flat index of each kept entry in the kernel) and `values` (float32 [nnz]), 8 bytes
-per kept entry where the dense kernel takes 4 per entry, so the SavedModel is smaller below a
-density of 1/2 (93.15% of LeNet5's weights pruned: ~7x smaller).
+per kept entry where the dense kernel takes 4 per entry: `anp.deploy.compact` uses it for the
+kernels under a quarter full, at most half their dense bytes.
 
 Every call rebuilds the dense kernel (SparseToDense, then the dense op): the outputs are the
 dense layer's, and the time is the dense layer's plus the rebuild. TF's sparse-dense matmul
