@@ -312,6 +312,38 @@ def test_weight_pruned_lenet_loses_its_disconnected_units():
   np.testing.assert_allclose(small(x).numpy(), net(x, training=False).numpy(), atol=1e-4)
 
 
+def test_weight_pruned_vgg_loses_its_disconnected_channels():
+  """VGG-16: a channel without inputs becomes relu(BN(bias)), folded into the next layer (a
+  per-position map: zero padding); a channel or fc1 unit without outputs goes."""
+  net = build_net(hydra_cfg(dataset="cifar10", hydra_granularity="weight", prune_ratio=0.0))
+  rng = np.random.default_rng(1)
+  for block in net.blocks + [dict(conv=net.dense_fc1, bn=net.bn_fc1)]:
+    block["conv"].bias.assign(rng.uniform(0.1, 0.5, block["conv"].bias.shape).astype(np.float32))
+    bn = block["bn"]  # statistics as after training, so that BN(bias) is no special value
+    bn.moving_mean.assign(rng.uniform(-0.2, 0.2, bn.moving_mean.shape).astype(np.float32))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape).astype(np.float32))
+    bn.beta.assign(rng.uniform(0.0, 0.3, bn.beta.shape).astype(np.float32))
+  kernels = {name: layer.kernel.numpy() for name, layer in
+             (("c2", net.blocks[1]["conv"]), ("c3", net.blocks[2]["conv"]),
+              ("c13", net.blocks[12]["conv"]), ("f1", net.dense_fc1), ("f2", net.dense_fc2))}
+  kernels["c2"][..., 5] = 0.0       # conv2 channel 5: no input, a constant map into conv3
+  kernels["c3"][:, :, 7, :] = 0.0   # conv2 channel 7: read by nobody
+  kernels["c13"][..., 9] = 0.0      # conv13 channel 9: no input, a constant into fc1's bias
+  kernels["f1"][:, 3] = 0.0         # fc1 unit 3: no input, a constant into fc2's bias
+  kernels["f2"][4] = 0.0            # fc1 unit 4: read by nobody
+  for name, layer in (("c2", net.blocks[1]["conv"]), ("c3", net.blocks[2]["conv"]),
+                      ("c13", net.blocks[12]["conv"]), ("f1", net.dense_fc1),
+                      ("f2", net.dense_fc2)):
+    layer.kernel.assign(kernels[name])
+  x = tf.random.stateless_uniform((4, 32, 32, 3), [4, 6])
+  small = compact.compact_model(net)
+  units = compact.served_units(small)
+  assert units[1] == 62 and units[12] == 511 and units[13] == 511 and units[14] == 510, units
+  assert any(isinstance(layer, compact.AddMap) for layer in small.layers)
+  np.testing.assert_allclose(small(x).numpy(), net(x, training=False).numpy(), atol=1e-3,
+                             rtol=1e-4)
+
+
 def test_weight_export_serves_the_same_logits_from_fewer_bytes(tmp_path):
   """The SavedModel and the .keras file of a weight-pruned compact model (90% pruned)."""
   cfg = hydra_cfg(hydra_granularity="weight", prune_ratio=0.9)

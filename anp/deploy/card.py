@@ -140,8 +140,8 @@ def _efficiency(pruning, results):
     if w := pruning.get("weight_pruning"):
       return [f"- Weights kept: {w['weights_kept']:,} of the {w['weights_total']:,} conv / dense "
               f"kernel entries (sparsity {100 * w['sparsity']:.2f}%).",
-              f"- Units served per layer: {kept} (LeNet5 loses the units pruning left "
-              "without weights, their constant outputs folded into the next layer's bias).",
+              f"- Units served per layer: {kept} (the units pruning left without weights "
+              "are removed, their constant outputs folded into the next layer).",
               f"- Parameters: {p['compact']:,} served ({p['dense']:,} in the unpruned network, "
               f"{p['compact'] / p['dense']:.2%}); {_stored(pruning)}.",
               f"- FLOPs per image: {f['compact']:,} as served ({f['dense']:,} unpruned, "

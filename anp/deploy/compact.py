@@ -6,7 +6,7 @@ below the threshold is physically removed and the surviving mask values E[pi] ar
 into the weights. Its logits equal the masked network's inference logits. HYDRA's networks
 (`anp.methods.hydra`) go the same way: a channel-pruned one (`TopKMask` sites) loses its
 pruned units like a masked one; a weight-pruned one loses the units pruning disconnected
-(LeNet5, `anp.deploy.disconnected`) and stores its sparse kernels as their non-zero entries
+(`anp.deploy.disconnected`) and stores its sparse kernels as their non-zero entries
 (`anp.deploy.sparse.SparseKernel`).
 
 VGG: the mask acts before batch norm, so a pruned channel is not zero after BN + ReLU but
@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from anp.deploy.disconnected import drop_disconnected_lenet
+from anp.deploy.disconnected import drop_disconnected_lenet, vgg_disconnected
 from anp.deploy.sparse import SparseKernel, sparse_weights
 from models.lenet import LeNet5
 from models.subnet import kernel_of, subnet_layers
@@ -150,11 +150,12 @@ def _compact_lenet(net, sparse):
   return model
 
 
-def _bn_constant(bn):
-  """relu(BN(0)) per channel: what a pruned channel becomes after BN + ReLU."""
+def _bn_constant(bn, pre=0.0):
+  """relu(BN(pre)) per channel: what a pruned channel (pre-BN value `pre`, 0 when a mask
+  pruned it) becomes after BN + ReLU."""
   gamma, beta = _np(bn.gamma), _np(bn.beta)
   mean, var = _np(bn.moving_mean), _np(bn.moving_variance)
-  return np.maximum(beta - gamma * mean / np.sqrt(var + bn.epsilon), 0.0)
+  return np.maximum(beta + gamma * (pre - mean) / np.sqrt(var + bn.epsilon), 0.0)
 
 
 def _bn_subset(bn, kept, name):
@@ -174,9 +175,17 @@ def _compact_vgg(net, sparse):
   prev_kept = np.arange(3)
   prev_const = None  # (constant per pruned channel, their indices) of the previous block
   size = 32
+  # Weight pruning: channels and units left without weights go too (`vgg_disconnected`).
+  weight_pruned = bool(subnet_layers(net))
+  kernels = [_np(kernel_of(layer)) for layer in
+             [block["conv"] for block in net.blocks] + [net.dense_fc1, net.dense_fc2]]
   for i, block in enumerate(net.blocks):
     kept, m = sites[i]
-    w, b = _np(kernel_of(block["conv"])), _np(block["conv"].bias)
+    w, b = kernels[i], _np(block["conv"].bias)
+    pre = 0.0
+    if weight_pruned:
+      keep, pre = vgg_disconnected(kept, w, b, kernels[i + 1])
+      kept, m = kept[keep], m[keep]
     conv, *weights = _layer(w[:, :, prev_kept][..., kept] * m, b[kept] * m, f"conv{i + 1}",
                             sparse, padding="same")
     assignments.append((conv, *weights))
@@ -196,7 +205,7 @@ def _compact_vgg(net, sparse):
       x = layers.MaxPooling2D(2, 2)(x)
       size //= 2
     pruned = np.setdiff1d(np.arange(net.unit_counts[i]), kept)
-    prev_const = (_bn_constant(bn)[pruned], pruned)
+    prev_const = (_bn_constant(bn, pre)[pruned], pruned)
     prev_kept = kept
 
   # Flattened features are the last block's channels (1x1 spatial). The fc1 mask keeps
@@ -212,11 +221,17 @@ def _compact_vgg(net, sparse):
       rows.append(c)
       scale.append(value_fc1[c])
   k_fc2, m_fc2 = sites[n_blocks + 1]
-  w1, b1 = _np(kernel_of(net.dense_fc1)), _np(net.dense_fc1.bias)
+  w1, b1 = kernels[n_blocks], _np(net.dense_fc1.bias)
+  w2, b2 = kernels[n_blocks + 1], _np(net.dense_fc2.bias)
   const, pruned = prev_const
   fold = [(cv, c) for cv, c in zip(const, pruned) if c in value_fc1]
   for cv, c in fold:
     b1 = b1 + cv * value_fc1[c] * w1[c]
+  if weight_pruned:  # fc1 units without inputs: relu(BN(bias)) into fc2's bias
+    keep, pre = vgg_disconnected(k_fc2, w1, b1, w2)
+    gone = k_fc2[~keep]
+    b2 = b2 + (_bn_constant(net.bn_fc1, pre)[gone] * m_fc2[~keep]) @ w2[gone]
+    k_fc2, m_fc2 = k_fc2[keep], m_fc2[keep]
   x = GatherFeatures(gather, name=f"gather{n_blocks + 1}")(x)
   dense1, *weights = _layer((w1[rows] * np.asarray(scale)[:, None])[:, k_fc2], b1[k_fc2],
                             f"dense{n_blocks + 1}", sparse)
@@ -224,7 +239,6 @@ def _compact_vgg(net, sparse):
   new_bn1, weights = _bn_subset(net.bn_fc1, k_fc2, f"bn{n_blocks + 1}")
   assignments.append(weights)
   x = layers.ReLU()(new_bn1(dense1(x)))
-  w2, b2 = _np(kernel_of(net.dense_fc2)), _np(net.dense_fc2.bias)
   dense2, *weights = _layer(w2[k_fc2] * m_fc2[:, None], b2, f"dense{n_blocks + 2}", sparse)
   assignments.append((dense2, *weights))
   model = keras.Model(inputs, dense2(x), name="vgg16_compact")
@@ -238,8 +252,7 @@ def compact_model(net, sparse=None):
 
   `sparse`: store each kernel with under a quarter of its entries non-zero as those entries
   (`SparseKernel`: at most half the bytes); by default, when `net` is weight-pruned (HYDRA's
-  unstructured layers).
-  A weight-pruned LeNet5 also loses the units that pruning disconnected
+  unstructured layers). A weight-pruned net also loses the units that pruning disconnected
   (`anp.deploy.disconnected`).
   """
   if sparse is None:

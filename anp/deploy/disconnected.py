@@ -1,4 +1,4 @@
-"""Units that weight pruning disconnects, removed exactly from LeNet5's compact model.
+"""Units that weight pruning disconnects, removed exactly from the compact models.
 
 Removing 93% of each kernel's weights (HYDRA, LWM, ADMM, AWT) leaves whole units without a
 single incoming weight (LWM at 93.15% of the MNIST AT row, 20 steps of finetuning: 11 of
@@ -15,8 +15,12 @@ is removed without changing a logit:
 
 Layers are visited input to output, so a unit that loses its only inputs to the removal is
 removed too. At least one unit per layer stays (with its outgoing weights zeroed where it was
-removed), so every layer keeps a shape. VGG-16 (zero padding, batch norm) is not handled here:
-its constant maps differ at the borders.
+removed), so every layer keeps a shape.
+
+VGG-16 (`vgg_disconnected`): a channel without any incoming weight outputs relu(BN(bias)), a
+constant that `anp.deploy.compact` folds into the next layer as it does for a channel pruned
+by a mask (a per-position bias map: zero padding makes the borders differ); a channel or fc1
+unit without outgoing weights is dropped.
 """
 
 import numpy as np
@@ -74,3 +78,18 @@ def drop_disconnected_lenet(k1, b1, k2, b2, features, k3, b3, k4, b4):
   k4[fold] = 0.0
   keep = _keep_one(live & used, k4, 0)
   return k1, b1, k2, b2, features, k3[:, keep], b3[keep], k4[keep], b4
+
+
+def vgg_disconnected(kept, kernel, bias, next_kernel):
+  """(which of `kept` to serve, the pre-batch-norm value of every unit once removed).
+
+  kernel: the layer's [3, 3, C_in, C] or [C_in, C]; next_kernel: the next layer's
+  [3, 3, C, C'] or [C, C']. A unit without incoming weights computes its bias everywhere, one
+  without outgoing weights is read by nobody; neither is served, one unit at least is.
+  """
+  no_input = ~np.any(kernel.reshape(-1, kernel.shape[-1]) != 0, axis=0)
+  no_output = ~np.any(next_kernel != 0, axis=(0, 1, 3) if next_kernel.ndim == 4 else 1)
+  keep = ~(no_input | no_output)[kept]
+  if not keep.any():
+    keep[0] = True
+  return keep, np.where(no_input, bias, 0.0).astype(np.float32)
