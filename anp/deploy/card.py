@@ -128,8 +128,8 @@ def _stored(pruning):
   """How the served weights are stored (pruning.json of an older export has no 'bytes')."""
   p = pruning["params"]
   if pruning.get("weight_pruning") and "bytes" in p:
-    return (f"{p['bytes'] / 1024:.1f} KiB of weights, the kernels stored as their non-zero "
-            "float32 values and int32 positions")
+    return (f"{p['bytes'] / 1024:.1f} KiB of weights, the kernels under a quarter full stored "
+            "as their non-zero float32 values and int32 positions")
   return f"float32 weights, {p.get('bytes', 4 * p['compact']) / 1024:.1f} KiB"
 
 

@@ -3,8 +3,7 @@
 Removing 93% of each kernel's weights (HYDRA, LWM, ADMM, AWT) leaves whole units without a
 single incoming weight (LWM at 93.15% of the MNIST AT row, 20 steps of finetuning: 11 of
 conv1's 20 filters, 26 of conv2's 50 channels, 320 of dense3's 500 units) and others whose
-outgoing weights are all gone. Such a unit
-is removed without changing a logit:
+outgoing weights are all gone. In LeNet5 such a unit is removed without changing a logit:
 
 * no outgoing weight: it contributes nothing; dropped;
 * no incoming weight: its activation is the constant relu(b) at every position (LeNet5's
@@ -14,7 +13,7 @@ is removed without changing a logit:
   positions for a conv2 channel, its dense4 row for a dense3 unit.
 
 Layers are visited input to output, so a unit that loses its only inputs to the removal is
-removed too. At least one unit per layer stays (with its outgoing weights zeroed where it was
+removed too (LeNet5 only). At least one unit per layer stays (with its outgoing weights zeroed where it was
 removed), so every layer keeps a shape.
 
 VGG-16 (`vgg_disconnected`): a channel without any incoming weight outputs relu(BN(bias)), a

@@ -130,7 +130,8 @@ def format_report(report):
             f"FLOPs/image: {f['dense']:,} -> {f['compact']:,} (x{f['ratio']:.2f} fewer)",
             *([f"weights kept: {w['weights_kept']:,} of {w['weights_total']:,} (sparsity "
                f"{w['sparsity']:.2%}; Memory {w['memory_pct']:.2f}%, Flops x{w['flops_ratio']:.2f} "
-               f"in the non-zero weights); kernels stored as their non-zero entries, "
+               f"in the non-zero weights); kernels under a quarter full stored as their "
+               f"non-zero entries, "
                f"{p['bytes'] / 1024:.1f} KiB of weights"]
               if (w := report.get("weight_pruning")) else
               [f"paper formulas: Memory {paper['memory_pct']:.2f}%  Flops "
