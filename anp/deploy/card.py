@@ -137,29 +137,30 @@ def _efficiency(pruning, results):
   if pruning:
     p, f, paper = pruning["params"], pruning["flops"], pruning["paper"]
     kept = ", ".join(f"{k}/{t}" for k, t in zip(pruning["n_active"], pruning["n_units"]))
-    if w := pruning.get("weight_pruning"):
+    w = pruning.get("weight_pruning")
+    params = (f"- Parameters: {p['compact']:,} served ({p['dense']:,} in the unpruned network, "
+              f"{p['compact'] / p['dense']:.2%}); {_stored(pruning)}.")
+    logits = (f"- Served logits equal the {'pruned' if w else 'masked'} network's up to "
+              f"{pruning['max_abs_logit_diff']:.1e} on {pruning['checked_examples']} test images.")
+    if w:
       return [f"- Weights kept: {w['weights_kept']:,} of the {w['weights_total']:,} conv / dense "
               f"kernel entries (sparsity {100 * w['sparsity']:.2f}%).",
               f"- Units served per layer: {kept} (the units pruning left without weights "
               "are removed, their constant outputs folded into the next layer).",
-              f"- Parameters: {p['compact']:,} served ({p['dense']:,} in the unpruned network, "
-              f"{p['compact'] / p['dense']:.2%}); {_stored(pruning)}.",
+              params,
               f"- FLOPs per image: {f['compact']:,} as served ({f['dense']:,} unpruned, "
               f"x{f['ratio']:.2f} fewer; the zeros left in the served kernels are multiplied "
               f"too): the non-zero weights alone take x{w['flops_ratio']:.2f} fewer.",
               f"- The table's columns (of the weights): memory {w['memory_pct']:.2f}%, FLOPs "
               f"x{w['flops_ratio']:.2f}, sparsity {100 * w['sparsity']:.2f}%.",
-              f"- Served logits equal the pruned network's up to "
-              f"{pruning['max_abs_logit_diff']:.1e} on {pruning['checked_examples']} test images."]
+              logits]
     return [f"- Units kept per layer: {kept}.",
-            f"- Parameters: {p['compact']:,} served ({p['dense']:,} in the unpruned network, "
-            f"{p['compact'] / p['dense']:.2%}); {_stored(pruning)}.",
+            params,
             f"- FLOPs per image: {f['compact']:,} ({f['dense']:,} unpruned, x{f['ratio']:.2f} "
             "fewer).",
             f"- The paper's columns: memory {paper['memory_pct']:.2f}%, FLOPs "
             f"x{paper['flops_ratio']:.2f}, sparsity {paper['sparsity_pct']:.2f}%.",
-            f"- Served logits equal the masked network's up to "
-            f"{pruning['max_abs_logit_diff']:.1e} on {pruning['checked_examples']} test images."]
+            logits]
   for r in results:
     if r.get("memory_pct") is not None:
       return [f"- The paper's columns: memory {r['memory_pct']:.2f}%, FLOPs "

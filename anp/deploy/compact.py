@@ -107,7 +107,7 @@ def _layer(kernel, bias, name, sparse, activation=None, padding="valid"):
   return layer, kernel, bias
 
 
-def _compact_lenet(net, sparse):
+def _compact_lenet(net, weight_pruned, sparse):
   k1, m1 = _site(net, 0, 20)
   k2, m2 = _site(net, 1, 50)
   k3, m3 = _site(net, 2, 800)
@@ -131,7 +131,7 @@ def _compact_lenet(net, sparse):
   weights = (w1[..., k1] * m1, b1[k1] * m1, w2[:, :, k1][..., k2] * m2, b2[k2] * m2,
              np.asarray(features, np.int64).reshape(-1, 2),
              (w3[rows] * np.asarray(scale)[:, None])[:, k4], b3[k4], w4[k4] * m4[:, None], b4)
-  if subnet_layers(net):  # weight pruning: units without inputs or outputs go too
+  if weight_pruned:  # units without inputs or outputs go too
     weights = drop_disconnected_lenet(*weights)
   w1, b1, w2, b2, features, w3, b3, w4, b4 = weights
   survivors = features[:, 0] * w2.shape[-1] + features[:, 1]
@@ -165,7 +165,7 @@ def _bn_subset(bn, kept, name):
                                                bn.moving_variance)))
 
 
-def _compact_vgg(net, sparse):
+def _compact_vgg(net, weight_pruned, sparse):
   n_blocks = len(net.blocks)
   sites = [_site(net, i, u) for i, u in enumerate(net.unit_counts)]
   x = inputs = keras.Input((32, 32, 3), name="images")
@@ -176,7 +176,6 @@ def _compact_vgg(net, sparse):
   prev_const = None  # (constant per pruned channel, their indices) of the previous block
   size = 32
   # Weight pruning: channels and units left without weights go too (`vgg_disconnected`).
-  weight_pruned = bool(subnet_layers(net))
   kernels = [_np(kernel_of(layer)) for layer in
              [block["conv"] for block in net.blocks] + [net.dense_fc1, net.dense_fc2]]
   for i, block in enumerate(net.blocks):
@@ -255,11 +254,11 @@ def compact_model(net, sparse=None):
   unstructured layers). A weight-pruned net also loses the units that pruning disconnected
   (`anp.deploy.disconnected`).
   """
-  if sparse is None:
-    sparse = bool(subnet_layers(net))
+  weight_pruned = bool(subnet_layers(net))
+  sparse = weight_pruned if sparse is None else sparse
   if isinstance(net, LeNet5):
-    return _compact_lenet(net, sparse)
-  return _compact_vgg(net, sparse)
+    return _compact_lenet(net, weight_pruned, sparse)
+  return _compact_vgg(net, weight_pruned, sparse)
 
 
 def served_units(model):

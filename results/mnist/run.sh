@@ -70,8 +70,8 @@ row_eval standard standard_source
 row_eval bp standard_source --strategy=cpu_split
 sap standard pretrained_at
 # The rows below are all adversarially trained; each is evaluated as soon as it is trained,
-# black box from the second AT model, and a pruned one exported (its kernels stored as their
-# non-zero weights).
+# black box from the second AT model, and a pruned one exported (`--mode=prune`: the units
+# pruning left without weights removed, sparse kernels stored as their non-zero weights).
 # TRADES: the authors' MNIST script (train_trades_mnist.py): 100 epochs, PGD-40 of 0.01 from
 # x + 0.001 N(0, 1), beta 1 (--method=trades' MNIST defaults).
 train trades trades --epochs=100 --strategy=cpu_split
