@@ -1,13 +1,16 @@
 """Speed of the ANP-VS train step: images/s, ms/step and model GFLOP/s against a measured peak.
 
   python bench/train_step.py [--models=lenet,vgg] [--sparsity=0,0.8] [--compact=false,true]
-                             [--steps=20] [--vgg_steps=3] [--model_dir=RUN] [--method=anp_vs]
-                             [--strategy=default|cpu_split] [--train_attack_dtype=bfloat16]
+                             [--steps=20] [--vgg_steps=3] [--model_dir=RUN]
+                             [--method=anp_vs|anp|at|at_bnn] [--strategy=default|cpu_split]
+                             [--train_attack_dtype=bfloat16]
 
 Prints one JSON object for the machine's peak, then one per configuration (model x sparsity x
 compact attack). The step is the compiled `AdversarialTrainer.train_step` (PGD on the
 inference-mode net, then the clean and adversarial training passes and both optimizer
 updates) on synthetic data of the dataset's shape, median of the timed steps.
+--method=at_bnn times Adv-BNN's step (a new weight sample per PGD step; its work is counted
+as the deterministic network's).
 
 Sparsity: the fraction of units of every mask site pruned at random (`bench.common`), or with
 --model_dir the weights and masks of a real run (LeNet). `compact` crafts PGD on
@@ -54,7 +57,7 @@ flags.DEFINE_string("model_dir", None, "Time LeNet with the weights and masks of
 flags.DEFINE_integer("steps", 20, "Timed steps for LeNet.")
 flags.DEFINE_integer("vgg_steps", 3, "Timed steps for VGG-16.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.")
-flags.DEFINE_enum("method", "anp_vs", ["anp_vs", "anp", "at"], "The trainer's method.")
+flags.DEFINE_enum("method", "anp_vs", ["anp_vs", "anp", "at", "at_bnn"], "The trainer's method.")
 flags.DEFINE_enum("train_attack_dtype", "float32", ["float32", "bfloat16"],
                   "Type of the training attack's passes (LeNet's compact attack).")
 flags.DEFINE_float("peak", None, "Use this GFLOP/s peak instead of measuring it (under "

@@ -97,9 +97,12 @@ class MaskedNet(keras.Model):
     """Applies a Conv2D/Dense layer; a Bayesian one gets its own seed derived from `seed`."""
     if self.bayes is None:
       return layer(x)
-    site = None if seed is None else tf.random.experimental.stateless_fold_in(
+    return layer(x, seed=self._layer_seed(layer, seed))
+
+  def _layer_seed(self, layer, seed):
+    """The seed of a Bayesian layer's weight sample derived from the call's `seed` (or None)."""
+    return None if seed is None else tf.random.experimental.stateless_fold_in(
         seed, _BAYES_SITES + self.bayes_layers.index(layer))
-    return layer(x, seed=site)
 
   def _mask(self, a_init, name):
     """A mask layer (HYDRA's TopKMask with hydra='channel'), or None for an unmasked network."""

@@ -61,13 +61,17 @@ class LeNet5(MaskedNet):
     units they zero are gathered away, so attacking a pruned LeNet costs the compact model's
     FLOPs; max-pooling comes before the ReLU (they commute), and conv1 and the pools take the
     fast gradients of `models.ops`. Logits equal `self(x)` up to float rounding.
-    A Bayesian LeNet is attacked through its sampled layers (`MaskedNet.attack_fn`).
+    A Bayesian LeNet without masks (Adv-BNN's) gets `logits(x, seed=None)`: each call draws
+    the weight sample `self(x, seed=seed)` draws, its sigmas computed once, through the same
+    fast ops; one with masks is attacked through its sampled layers (`MaskedNet.attack_fn`).
     `dtype` (e.g. tf.bfloat16, `--train_attack_dtype`): the weights and every op of the
     forward and backward pass in that type; x, the logits and so the input gradient stay
     float32.
     """
     if self.bayes is not None:
-      return super().attack_fn(dtype)
+      if self.masks or tf.as_dtype(dtype) != tf.float32:
+        return super().attack_fn(dtype)
+      return self._sampled_attack_fn()
     masks = ([m.inference_mask() for m in self.masks] if self.masks
              else [tf.ones([n]) for n in self.unit_counts])
     kept = [tf.reshape(tf.where(m > 0), [-1]) for m in masks]
@@ -102,6 +106,21 @@ class LeNet5(MaskedNet):
       with tf.name_scope("attack_dense"):
         h = tf.gather(tf.reshape(h, [tf.shape(h)[0], -1]), inputs, axis=1)
         return tf.cast(tf.nn.relu(h @ w3 + b3) @ w4 + b4, tf.float32)
+
+    return logits
+
+  def _sampled_attack_fn(self):
+    layers_ = (self.conv1, self.conv2, self.dense3, self.dense4)
+    sigmas = [layer.sigmas() for layer in layers_]
+
+    def logits(x, seed=None):
+      (w1, b1), (w2, b2), (w3, b3), (w4, b4) = (
+          layer.sample_weights(self._layer_seed(layer, seed), sigma)
+          for layer, sigma in zip(layers_, sigmas))
+      h = tf.nn.relu(max_pool_2x2(conv2d_one_channel(x, w1) + b1))
+      h = tf.nn.relu(max_pool_2x2(tf.nn.conv2d(h, w2, 1, "VALID") + b2))
+      h = tf.reshape(h, [tf.shape(h)[0], -1])
+      return tf.nn.relu(h @ w3 + b3) @ w4 + b4
 
     return logits
 

@@ -3,6 +3,7 @@ sampled PGD, the ensemble prediction, exact resume, and main.py end to end on re
 
 import dataclasses
 import json
+import math
 import os
 
 import keras
@@ -18,7 +19,7 @@ from anp.methods import bnn
 from anp.methods.bnn import BNN_EOT_SAMPLES
 from anp.runs.rundir import build_net
 from anp.training.train import make_trainer
-from models.bayesian import BayesConv2D, BayesDense, gaussian_kl
+from models.bayesian import BayesConv2D, BayesDense, gaussian_kl, standard_normal
 from tests.helpers import SHARED_DATA, have_real_data, mnist_slice
 
 needs_data = pytest.mark.skipif(not have_real_data(),
@@ -49,6 +50,25 @@ def test_kl_matches_the_closed_form_and_a_monte_carlo_estimate():
   # Zero exactly when the posterior is the prior.
   assert float(gaussian_kl(np.zeros(5, np.float32), np.full(5, np.log(s0), np.float32),
                            s0)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_standard_normal_draws_n01_as_a_pure_function_of_the_seed():
+  seed = tf.constant([1, 2], tf.int64)
+  x = standard_normal([1001, 300], seed).numpy()  # odd size: the last pair's sine dropped
+  assert x.shape == (1001, 300) and np.all(np.isfinite(x))
+  np.testing.assert_array_equal(x, standard_normal([1001, 300], seed).numpy())
+  assert not np.array_equal(x, standard_normal([1001, 300], tf.constant([1, 3])).numpy())
+  flat = np.sort(x.ravel())
+  n = flat.size
+  cdf = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in flat[::97]])
+  ks = np.max(np.abs(cdf - (np.arange(n)[::97] + 0.5) / n))
+  assert ks < 1.63 / np.sqrt(n) * 2  # Kolmogorov-Smirnov, far below p = 0.01's bound x 2
+  assert abs(flat.mean()) < 0.01 and abs(flat.std() - 1) < 0.01
+  halves = x.ravel()[:150000], x.ravel()[150150:300150]  # cosines vs sines of the same pairs
+  assert abs(np.corrcoef(halves)[0, 1]) < 0.01
+  assert np.mean(np.abs(flat) > 3) == pytest.approx(0.0027, abs=0.0006)
+  fresh = standard_normal([3, 4])
+  assert fresh.shape == (3, 4) and not np.array_equal(fresh, standard_normal([3, 4]))
 
 
 @pytest.mark.parametrize("layer,shape", [(lambda: BayesDense(3, 0.1, 0.02), [4, 6]),
@@ -83,6 +103,31 @@ def test_bayesian_lenet_doubles_parameters_and_excludes_log_sigmas_from_decay():
   assert float(standard.kl()) == 0.0
   x = tf.random.uniform([3, 28, 28, 1])
   np.testing.assert_array_equal(standard(x).numpy(), standard(x, seed=tf.constant([1, 2])))
+
+
+def test_lenet_attack_fn_draws_the_layers_sample_through_the_fast_ops():
+  net = build_net(bnn_cfg().resolved())
+  x = tf.random.uniform([5, 28, 28, 1])
+  y = tf.constant([0, 1, 2, 3, 4])
+  net(x)
+  for layer in net.bayes_layers:  # sigmas away from their common initial value
+    layer.kernel_log_sigma.assign(tf.random.uniform(layer.kernel.shape, -4.0, -1.0))
+  fast = net.attack_fn()
+  seed = tf.constant([5, 6], tf.int64)
+
+  def grad(fn):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, fn(x)))
+    return fn(x).numpy(), tape.gradient(loss, x).numpy()
+
+  (fast_logits, fast_grad), (ref_logits, ref_grad) = (
+      grad(lambda t: fast(t, seed=seed)), grad(lambda t: net(t, training=False, seed=seed)))
+  np.testing.assert_allclose(fast_logits, ref_logits, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(fast_grad, ref_grad, rtol=1e-4, atol=1e-6)
+  other = fast(x, seed=tf.constant([5, 7], tf.int64)).numpy()
+  assert not np.allclose(other, fast_logits, atol=1e-3)  # another seed: another sample
+  assert not np.allclose(fast(x).numpy(), fast(x).numpy(), atol=1e-3)  # unseeded: fresh ones
 
 
 def test_config_defaults_validation_and_old_runs():

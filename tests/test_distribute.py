@@ -357,9 +357,10 @@ class CpuSplitTest(tf.test.TestCase):
 @needs_data
 @pytest.mark.slow
 def test_cpu_split_step_equals_one_device_for_the_table_methods(tmp_path):
-  """The methods results/mnist/run.sh trains with --strategy=cpu_split: their first step's loss
-  (attack, ADMM penalty, HYDRA top-k, Adv-BNN's weight sample) is the one-device loss up to
-  float rounding. (AWT's search takes its NTK over each replica's half-batch: not split.)"""
+  """The methods results/mnist/run.sh trains with --strategy=cpu_split, and Adv-BNN: their
+  first step's loss (attack, ADMM penalty, HYDRA top-k, Adv-BNN's weight sample) is the
+  one-device loss up to float rounding. (AWT's search takes its NTK over each replica's
+  half-batch: not split.)"""
   one_step = ["--epochs=1", "--steps_per_epoch=1", "--val_examples=0"]
   at = str(tmp_path / "at")
   _train(at, "--method=at", *one_step)

@@ -84,8 +84,10 @@ train admm hydra --hydra_stage=finetune --hydra_scores=magnitude --hydra_objecti
     --prune_ratio=0.8 --epochs=40 --init_from=$R/admm_search --strategy=cpu_split
 row_eval admm at_source --strategy=cpu_split
 compact admm
-# Adv-BNN: the paper states no schedule of its own, so the 200 epochs of the other rows.
-train at_bnn at_bnn --strategy=cpu_split
+# Adv-BNN: the paper states no schedule of its own, so the 200 epochs of the other rows. One
+# device: its step draws ~430k weights per attack step, which cpu_split's replicas would each
+# draw on one core (bench/results/2026-12-06: 1.2x slower).
+train at_bnn at_bnn
 # Its inference is random: AutoAttack's version for random models (EOT over 20 samples).
 row_eval at_bnn at_source --attack=pgd,autoattack-rand --strategy=cpu_split
 # HYDRA, LWM and AWT pruned to the Memory of ANP-VS (6.98%): removing 93.15% of each layer's
