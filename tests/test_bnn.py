@@ -253,7 +253,7 @@ def test_main_train_eval_export_report(tmp_path):
     return evaluate.run_eval(cfg, mnist_slice(), verbose=False)
 
   result = evaluate_run()
-  assert result["stochastic"] and result["attack"]["eot_samples"] == BNN_EOT_SAMPLES
+  assert result["stochastic"] and result["attack"]["eot_samples"] == BNN_EOT_SAMPLES == 20
   assert not result["warnings"] and result["table_row"].startswith("| Adv-BNN |")
   assert result["bnn"] == dict(ensemble=3, parameters=dict(mean=431080, total=862160))
   assert (result["memory_pct"], result["flops_ratio"], result["sparsity"]) == (100.0, 1.0, 0.0)

@@ -15,12 +15,14 @@ import tensorflow as tf
 from anp.deploy import efficiency
 from anp.errors import UserError
 from anp.methods.base import Method
+from attacks.autoattack import RAND_EOT_SAMPLES
 
 # Prior N(0, sigma_0^2) and initial posterior sigma of every weight (the authors' CIFAR-10
 # script: sigma_0 = init_s = 0.05; no MNIST setting was published), KL weight alpha = 1 (their
-# --alpha default, our --beta); EOT samples of its --mode=eval attacks.
+# --alpha default, our --beta); EOT samples of its --mode=eval attacks: those of AutoAttack's
+# version for random models (`attacks.autoattack.RAND_EOT_SAMPLES`), for every attack alike.
 BNN_DEFAULTS = dict(bnn_prior_sigma=0.05, bnn_init_sigma=0.05, beta=1.0)
-BNN_EOT_SAMPLES = 10
+BNN_EOT_SAMPLES = RAND_EOT_SAMPLES
 
 
 def ensemble_logits(net, x, samples, return_features=False, **kwargs):
