@@ -104,7 +104,9 @@ class LeNet5(MaskedNet):
       with tf.name_scope("attack_conv2"):
         h = tf.nn.relu(max_pool_2x2(tf.nn.conv2d(h, w2, 1, "VALID") + b2))
       with tf.name_scope("attack_dense"):
-        h = tf.gather(tf.reshape(h, [tf.shape(h)[0], -1]), inputs, axis=1)
+        h = tf.reshape(h, [tf.shape(h)[0], -1])
+        if self.masks:  # else every input is kept: the gather would copy h
+          h = tf.gather(h, inputs, axis=1)
         return tf.cast(tf.nn.relu(h @ w3 + b3) @ w4 + b4, tf.float32)
 
     return logits
