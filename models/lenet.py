@@ -10,6 +10,21 @@ from models.subnet import kernel_of
 layers = keras.layers
 
 
+def _fast_forward(x, w1, b1, w2, b2, w3, b3, w4, b4, inputs=None):
+  """LeNet5's logits from its layers' weights through the fast gradients of `models.ops`
+  (max-pooling before the ReLU: they commute); `inputs`: the flattened conv2 outputs dense3
+  takes (its rows), None for all."""
+  with tf.name_scope("attack_conv1"):
+    h = tf.nn.relu(max_pool_2x2(conv2d_one_channel(x, w1) + b1))
+  with tf.name_scope("attack_conv2"):
+    h = tf.nn.relu(max_pool_2x2(tf.nn.conv2d(h, w2, 1, "VALID") + b2))
+  with tf.name_scope("attack_dense"):
+    h = tf.reshape(h, [tf.shape(h)[0], -1])
+    if inputs is not None:
+      h = tf.gather(h, inputs, axis=1)
+    return tf.nn.relu(h @ w3 + b3) @ w4 + b4
+
+
 @keras.saving.register_keras_serializable(package="anp")
 class LeNet5(MaskedNet):
   """conv5x5(20) - pool - conv5x5(50) - pool - dense(500) - dense(n_classes).
@@ -95,19 +110,11 @@ class LeNet5(MaskedNet):
     b3 = tf.gather(self.dense3.bias, k4)
     w4 = tf.gather(kernel4, k4) * m4[:, None]
     b4 = self.dense4.bias
-    w1, b1, w2, b2, w3, b3, w4, b4 = (tf.cast(v, dtype) for v in (w1, b1, w2, b2, w3, b3, w4, b4))
+    weights = [tf.cast(v, dtype) for v in (w1, b1, w2, b2, w3, b3, w4, b4)]
+    inputs = inputs if self.masks else None  # else every input is kept: no gather needed
 
     def logits(x):
-      x = tf.cast(x, dtype)
-      with tf.name_scope("attack_conv1"):
-        h = tf.nn.relu(max_pool_2x2(conv2d_one_channel(x, w1) + b1))
-      with tf.name_scope("attack_conv2"):
-        h = tf.nn.relu(max_pool_2x2(tf.nn.conv2d(h, w2, 1, "VALID") + b2))
-      with tf.name_scope("attack_dense"):
-        h = tf.reshape(h, [tf.shape(h)[0], -1])
-        if self.masks:  # else every input is kept: the gather would copy h
-          h = tf.gather(h, inputs, axis=1)
-        return tf.cast(tf.nn.relu(h @ w3 + b3) @ w4 + b4, tf.float32)
+      return tf.cast(_fast_forward(tf.cast(x, dtype), *weights, inputs), tf.float32)
 
     return logits
 
@@ -116,13 +123,9 @@ class LeNet5(MaskedNet):
     sigmas = [layer.sigmas() for layer in layers_]
 
     def logits(x, seed=None):
-      (w1, b1), (w2, b2), (w3, b3), (w4, b4) = (
-          layer.sample_weights(self._layer_seed(layer, seed), sigma)
-          for layer, sigma in zip(layers_, sigmas))
-      h = tf.nn.relu(max_pool_2x2(conv2d_one_channel(x, w1) + b1))
-      h = tf.nn.relu(max_pool_2x2(tf.nn.conv2d(h, w2, 1, "VALID") + b2))
-      h = tf.reshape(h, [tf.shape(h)[0], -1])
-      return tf.nn.relu(h @ w3 + b3) @ w4 + b4
+      weights = [w for layer, sigma in zip(layers_, sigmas)
+                 for w in layer.sample_weights(self._layer_seed(layer, seed), sigma)]
+      return _fast_forward(x, *weights)
 
     return logits
 
