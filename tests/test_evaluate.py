@@ -154,6 +154,13 @@ class InputQuantized:
     return self.net(x, training=training, return_features=return_features)
 
 
+class QuantizedCraftedOnNet(InputQuantized):
+  """InputQuantized whose attack function is the wrapped network's (true gradients)."""
+
+  def attack_fn(self):
+    return self.net.attack_fn()
+
+
 class Noisy:
   """A model whose inference is random (noise on the logits)."""
 
@@ -179,6 +186,14 @@ def test_sanity_checks_flag_a_gradient_masked_model(runs):
   assert masked["checks"]["nonzero_gradients"]["fraction_nonzero"] == 0.0
   normal = sanity.sanity_checks(net, x, y, spec, verbose=False)
   assert normal["passed"], normal
+  # With compact, the attacks take their gradients from the model's attack function, as
+  # --mode=eval's do; without it, from the model (here: none).
+  crafted = QuantizedCraftedOnNet(net)
+  assert sanity.sanity_checks(crafted, x, y, spec, verbose=False)["checks"][
+      "nonzero_gradients"]["fraction_nonzero"] == 0.0
+  compact = sanity.sanity_checks(crafted, x, y, spec, compact=True, verbose=False)["checks"]
+  assert compact["nonzero_gradients"]["fraction_nonzero"] > 0.9, compact
+  assert compact["large_eps"]["passed"], compact
 
 
 def test_stochastic_model_without_eot_warns(runs, monkeypatch, capsys, tmp_path):

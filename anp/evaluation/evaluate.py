@@ -221,7 +221,7 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
         net, xs, ys, pgd_spec, verbose=verbose,
         whitebox_acc=result["adv_acc"] if result["blackbox"] else None,
         blackbox_acc=result["blackbox"]["adv_acc"] if result["blackbox"] else None,
-        per_attack=result["per_attack"])
+        per_attack=result["per_attack"], compact=cfg.compact_attack)
     result["sanity"] = sanity
     if sanity["possible_gradient_masking"]:
       _warn(result, "possible gradient masking: sanity checks failed: "

@@ -25,8 +25,18 @@ def is_stochastic(net, x, tol=1e-6):
 SANITY_MAX_EXAMPLES = 1000
 
 
-def _accuracy_under(net, x, y, spec, batch=EVAL_BATCH):
-  """Accuracy of `net` on (x, y) under one attack spec ('noise' = uniform noise in the ball)."""
+def _crafter(net, compact):
+  """() -> the function x -> logits the attacks take gradients of: `net.attack_fn()` with
+  `compact` where the net has one (as --mode=eval's attacks), else `net` in inference mode.
+  Called inside each compiled step, where the attack function reads the variables."""
+  if compact and hasattr(net, "attack_fn"):
+    return net.attack_fn
+  return lambda: lambda t, **kw: net(t, training=False, **kw)
+
+
+def _accuracy_under(net, x, y, craft, spec, batch=EVAL_BATCH):
+  """Accuracy of `net` on (x, y) under one attack spec ('noise' = uniform noise in the ball)
+  crafted on `craft()` (`_crafter`)."""
   model_fn = lambda t: net(t, training=False)  # noqa: E731
   if spec.name == "noise":
     def attack(_, xb, yb):
@@ -38,14 +48,15 @@ def _accuracy_under(net, x, y, spec, batch=EVAL_BATCH):
 
   @tf.function(reduce_retracing=True)
   def step(xb, yb):
-    return predictions_correct(model_fn(tf.stop_gradient(attack(model_fn, xb, yb))), yb)
+    return predictions_correct(model_fn(tf.stop_gradient(attack(craft(), xb, yb))), yb)
 
   right = [step(x[i:i + batch], y[i:i + batch]).numpy() for i in range(0, len(x), batch)]
   return float(np.concatenate(right).mean())
 
 
-def input_gradients(net, x, y, batch=EVAL_BATCH):
-  """Per example L1 norms of d loss / d x for the margin loss and for cross-entropy.
+def input_gradients(net, x, y, batch=EVAL_BATCH, craft=None):
+  """Per example L1 norms of d loss / d x for the margin loss and for cross-entropy, of `net`
+  or of `craft()` (`_crafter`) when given.
 
   The margin max_{j != y} z_j - z_y does not saturate (cross-entropy gradients of very
   confident examples can underflow to exactly 0 in float32), so it is the one checked.
@@ -54,7 +65,7 @@ def input_gradients(net, x, y, batch=EVAL_BATCH):
   def grads(xb, yb):
     with tf.GradientTape(persistent=True) as tape:
       tape.watch(xb)
-      logits = net(xb, training=False)
+      logits = craft()(xb) if craft else net(xb, training=False)
       margin = tf.reduce_sum(cw_margin(logits, yb))
       ce = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
           labels=tf.cast(yb, tf.int32), logits=logits))
@@ -88,8 +99,12 @@ def gradient_free_check(per_attack, tol):
 def sanity_checks(net, x, y, spec, *, whitebox_acc=None, blackbox_acc=None, per_attack=None,
                   eps_factors=(0.25, 0.5, 1.0, 2.0), step_fractions=(0.25, 0.5, 1.0),
                   large_eps=None, large_eps_max_acc=0.02, min_grad_fraction=0.9, tol=None,
-                  verbose=True):
+                  compact=False, verbose=True):
   """Carlini et al. (2019) checks of a PGD evaluation on (x, y) (float tensors).
+
+  The attacks take their gradients where the evaluation's do: through `net.attack_fn()` with
+  `compact` where `net` has one (the pruned units removed, or one weight sample of an
+  Adv-BNN per call), else through `net`; `net` judges every one.
 
   1. eps_monotone: PGD accuracy does not increase with eps (eps x `eps_factors`, the step
      size scaled alike).
@@ -115,14 +130,14 @@ def sanity_checks(net, x, y, spec, *, whitebox_acc=None, blackbox_acc=None, per_
   level = tf.get_logger().level
   tf.get_logger().setLevel("ERROR")  # one traced attack per setting: retracing is expected
   try:
-    return _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, per_attack or {},
-                          eps_factors, step_fractions, large_eps, large_eps_max_acc,
-                          min_grad_fraction, tol, verbose)
+    return _sanity_checks(net, _crafter(net, compact), x, y, spec, whitebox_acc, blackbox_acc,
+                          per_attack or {}, eps_factors, step_fractions, large_eps,
+                          large_eps_max_acc, min_grad_fraction, tol, verbose)
   finally:
     tf.get_logger().setLevel(level)
 
 
-def _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, per_attack, eps_factors,
+def _sanity_checks(net, craft, x, y, spec, whitebox_acc, blackbox_acc, per_attack, eps_factors,
                    step_fractions, large_eps, large_eps_max_acc, min_grad_fraction, tol,
                    verbose):
   n = int(len(x))
@@ -134,7 +149,8 @@ def _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, per_attack, eps_
     if verbose:
       print(f"  sanity: {msg}", flush=True)
 
-  accs = [_accuracy_under(net, x, y, pgd.replace(eps=pgd.eps * f, step_size=pgd.step_size * f))
+  accs = [_accuracy_under(net, x, y, craft,
+                          pgd.replace(eps=pgd.eps * f, step_size=pgd.step_size * f))
           for f in eps_factors]
   checks["eps_monotone"] = dict(
       eps=[pgd.eps * f for f in eps_factors], adv_acc=accs,
@@ -142,22 +158,22 @@ def _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, per_attack, eps_
   log(f"PGD accuracy by eps {checks['eps_monotone']['eps']}: {accs}")
 
   steps = sorted({max(1, int(round(pgd.steps * f))) for f in step_fractions})
-  accs = [_accuracy_under(net, x, y, pgd.replace(steps=s)) for s in steps]
+  accs = [_accuracy_under(net, x, y, craft, pgd.replace(steps=s)) for s in steps]
   checks["steps_monotone"] = dict(steps=steps, adv_acc=accs,
                                   passed=all(b <= a + tol for a, b in zip(accs, accs[1:])))
   log(f"PGD accuracy by steps {steps}: {accs}")
 
   big = (pgd.clip_max - pgd.clip_min) if large_eps is None else large_eps
   big_steps = max(pgd.steps, 10)
-  acc = _accuracy_under(net, x, y, pgd.replace(eps=big, step_size=2.5 * big / big_steps,
-                                               steps=big_steps))
+  acc = _accuracy_under(net, x, y, craft,
+                        pgd.replace(eps=big, step_size=2.5 * big / big_steps, steps=big_steps))
   checks["large_eps"] = dict(eps=big, steps=big_steps, adv_acc=acc,
                              max_acc=large_eps_max_acc, passed=acc <= large_eps_max_acc)
   log(f"PGD accuracy at eps={big}: {acc}")
 
-  pgd_acc = _accuracy_under(net, x, y, pgd)
-  fgsm_acc = _accuracy_under(net, x, y, pgd.replace(name="fgsm"))
-  noise_acc = _accuracy_under(net, x, y, pgd.replace(name="noise"))
+  pgd_acc = _accuracy_under(net, x, y, craft, pgd)
+  fgsm_acc = _accuracy_under(net, x, y, craft, pgd.replace(name="fgsm"))
+  noise_acc = _accuracy_under(net, x, y, craft, pgd.replace(name="noise"))
   checks["iterative_beats_single_step"] = dict(pgd_acc=pgd_acc, fgsm_acc=fgsm_acc,
                                                passed=pgd_acc <= fgsm_acc + tol)
   if pgd.steps * pgd.step_size < pgd.eps:
@@ -169,7 +185,7 @@ def _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, per_attack, eps_
   log(f"accuracy under PGD {pgd_acc}, FGSM {fgsm_acc}, uniform noise {noise_acc}")
 
   if pgd.eot_samples < EOT_CHECK_SAMPLES and is_stochastic(net, x[:64]):
-    eot_acc = _accuracy_under(net, x, y, pgd.replace(eot_samples=EOT_CHECK_SAMPLES))
+    eot_acc = _accuracy_under(net, x, y, craft, pgd.replace(eot_samples=EOT_CHECK_SAMPLES))
     checks["eot_does_not_help"] = dict(pgd_acc=pgd_acc, eot_samples=EOT_CHECK_SAMPLES,
                                        eot_acc=eot_acc, passed=eot_acc >= pgd_acc - tol)
     log(f"random model: PGD accuracy {pgd_acc} with {pgd.eot_samples} gradient sample(s), "
@@ -185,7 +201,7 @@ def _sanity_checks(net, x, y, spec, whitebox_acc, blackbox_acc, per_attack, eps_
     checks["gradient_free_not_stronger"] = free
     log(f"examples only the gradient-free attack fools: {free['found_only_by_gradient_free']:.4f}")
 
-  margin, ce = input_gradients(net, x, y)
+  margin, ce = input_gradients(net, x, y, craft=craft)
   frac, frac_ce = float(np.mean(margin > 0)), float(np.mean(ce > 0))
   checks["nonzero_gradients"] = dict(fraction_nonzero=frac, fraction_nonzero_ce=frac_ce,
                                      min_fraction=min_grad_fraction,
