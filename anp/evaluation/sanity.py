@@ -55,17 +55,19 @@ def _accuracy_under(net, x, y, craft, spec, batch=EVAL_BATCH):
 
 
 def input_gradients(net, x, y, batch=EVAL_BATCH, craft=None):
-  """Per example L1 norms of d loss / d x for the margin loss and for cross-entropy, of `net`
-  or of `craft()` (`_crafter`) when given.
+  """Per example L1 norms of d loss / d x for the margin loss and for cross-entropy, of
+  `craft()` (`_crafter`; by default `net` itself).
 
   The margin max_{j != y} z_j - z_y does not saturate (cross-entropy gradients of very
   confident examples can underflow to exactly 0 in float32), so it is the one checked.
   """
+  craft = craft or _crafter(net, False)
+
   @tf.function(reduce_retracing=True)
   def grads(xb, yb):
     with tf.GradientTape(persistent=True) as tape:
       tape.watch(xb)
-      logits = craft()(xb) if craft else net(xb, training=False)
+      logits = craft()(xb)
       margin = tf.reduce_sum(cw_margin(logits, yb))
       ce = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
           labels=tf.cast(yb, tf.int32), logits=logits))
