@@ -12,7 +12,7 @@ tmp=$(mktemp)
 printf 'model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' "$latest" "$latest" > "$tmp"
 blob=$(git hash-object -w "$tmp") && rm -f "$tmp"
 git update-index --add --cacheinfo 100644 "$blob" "$run/checkpoint"
-for f in config.json train_log.jsonl timing.jsonl eval.json eval.md; do
+for f in config.json train_log.jsonl timing.jsonl eval.json eval.md eval_examples.npz; do
   [ -f "$run/$f" ] && git add "$run/$f"
 done
 git add "$run/$latest.index" "$run/$latest".data-*

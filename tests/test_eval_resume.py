@@ -52,7 +52,11 @@ def test_run_steps_resumes_after_the_last_finished_batch(tmp_path):
                                store=resume.BatchStore(str(tmp_path), key))
   assert calls == [16, 6]  # only the last two batches ran
   assert resumed.pop("resumed_examples") == 48 and straight.pop("resumed_examples") == 0
+  outcomes = resumed.pop("outcomes"), straight.pop("outcomes")
   assert resumed == straight
+  for key in ("clean", "robust", "per_attack"):  # each example's verdicts, in order
+    np.testing.assert_array_equal(outcomes[0][key], outcomes[1][key])
+  assert outcomes[0]["per_attack"].shape == (1, 70)
   # Another key starts afresh.
   calls = []
   other = eval_net.run_steps(_step(calls), _dataset(), 70, names=("a",), verbose=False,

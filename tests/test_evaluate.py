@@ -105,6 +105,9 @@ def test_eval_writes_paper_table_blackbox_and_sanity(runs, tmp_path):
                                    "iterative_beats_single_step", "iterative_beats_noise",
                                    "whitebox_beats_blackbox", "nonzero_gradients"}
   assert sanity["checks"]["large_eps"]["adv_acc"] <= 0.02
+  with np.load(os.path.join(runs["target"], evaluate.EXAMPLES_FILE)) as f:
+    assert f["blackbox"].mean() == bb["adv_acc"] and f["blackbox"].shape == (256,)
+    assert (f["per_attack"][0] == f["robust"]).all()  # one attack: it is the worst case
 
   lines = open(os.path.join(runs["target"], "eval.md")).read().splitlines()
   assert lines[0].startswith("| Model | Clean Acc. | White box PGD-40 acc. |")
@@ -334,6 +337,12 @@ def test_autoattack_column_and_its_stages(runs):
                        "autoattack/square", "autoattack"]
   stages = [per[f"autoattack/{s}"] for s in ("apgd-ce", "apgd-t", "fab-t", "square")]
   assert stages == sorted(stages, reverse=True)  # the cascade only removes examples
+  with np.load(os.path.join(runs["target"], evaluate.EXAMPLES_FILE)) as f:
+    rows = dict(zip(f["attacks"].tolist(), f["per_attack"]))
+  assert list(rows) == list(per) and all(rows[k].mean() == v for k, v in per.items())
+  for before, after in zip(["autoattack/apgd-ce", "autoattack/apgd-t", "autoattack/fab-t"],
+                           ["autoattack/apgd-t", "autoattack/fab-t", "autoattack/square"]):
+    assert not (rows[after] & ~rows[before]).any()  # each stage keeps a subset, per example
   assert per["autoattack"] <= stages[-1] + 1 / 128  # judged by the net, crafted on its compact twin
   assert per["autoattack"] <= per["pgd"] + 0.02
   assert result["adv_acc"] <= min(per["pgd"], per["autoattack"])
@@ -349,8 +358,15 @@ def test_eval_dir_receives_the_files_whole(runs, tmp_path):
   before = os.listdir(runs["target"])
   result = evaluate.run_eval(eval_cfg(runs["target"], eval_examples=32, attack_steps=2,
                                       eval_dir=str(out)), mnist_slice(), verbose=False)
-  assert sorted(os.listdir(out)) == ["eval.json", "eval.md"]  # no temporary file left
+  # no temporary file left
+  assert sorted(os.listdir(out)) == ["eval.json", "eval.md", evaluate.EXAMPLES_FILE]
   assert json.load(open(out / "eval.json"))["clean_acc"] == result["clean_acc"]
+  with np.load(out / evaluate.EXAMPLES_FILE) as f:  # each example's verdicts, no pickles
+    assert sorted(f.files) == ["attacks", "clean", "per_attack", "robust"]
+    assert f["clean"].shape == f["robust"].shape == (32,) and f["clean"].dtype == bool
+    assert f["clean"].mean() == result["clean_acc"] and f["robust"].mean() == result["adv_acc"]
+    assert f["attacks"].tolist() == ["pgd"] and f["per_attack"].shape == (1, 32)
+    assert not (f["robust"] & ~f["clean"]).any()
   assert os.listdir(runs["target"]) == before
 
 

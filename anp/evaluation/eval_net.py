@@ -126,7 +126,9 @@ def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, labe
 
   With a `store` (`anp.evaluation.resume.BatchStore`) each batch's outputs are kept as it
   finishes, and the batches it already holds are read instead of run; `resumed_examples` in
-  the result counts their examples."""
+  the result counts their examples. `outcomes` holds the per-example verdicts in the order of
+  the dataset (NumPy bool arrays): `clean` (correct on x), `robust` (the worst case) and
+  `per_attack` (one row per name of `names`)."""
   outs = store.done() if store is not None else []
   resumed = total = sum(len(o["clean"]) for o in outs)
   n_clean, n_adv = (sum(int(o[k].sum()) for o in outs) for k in ("clean", "adv"))
@@ -145,8 +147,11 @@ def run_steps(step, dataset, n_examples=None, names=("adv",), verbose=True, labe
   bar.close()
   if total == 0:
     raise UserError("No test examples to evaluate (check --eval_examples and the data).")
-  per = np.concatenate([o["per_attack"] for o in outs], axis=1)
+  def cat(key):  # one output of every batch, examples on the last axis
+    return np.concatenate([o[key] for o in outs], axis=-1).astype(bool)
+  per = cat("per_attack")
   result = dict(clean_acc=n_clean / total, adv_acc=n_adv / total, examples=int(total),
+                outcomes=dict(clean=cat("clean"), robust=cat("adv"), per_attack=per),
                 per_attack={name: float(p.mean()) for name, p in zip(names, per)},
                 max_linf=float(np.max(np.concatenate([o["linf"] for o in outs]))),
                 resumed_examples=resumed)

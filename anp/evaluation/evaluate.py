@@ -3,7 +3,8 @@
 `run_eval` evaluates `--model_dir` (a training run, an original TF1 checkpoint or a SavedModel,
 `anp.runs.loading`) on the test set and writes `eval.json` (fractions) and `eval.md`, the row
 of the original README's tables (`anp.evaluation.tables`; printed in percent), into
-`--eval_dir` (default: the model directory), each whole or not at all. An interrupted
+`--eval_dir` (default: the model directory), each whole or not at all, and each example's
+verdicts (`EXAMPLES_FILE`). An interrupted
 evaluation goes on from its last finished batch when run again (`anp.evaluation.resume`):
 
 * White box: `--attack` (`anp.evaluation.attack_specs`) on the model; several attacks give the
@@ -31,12 +32,13 @@ import os
 import sys
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from anp import data, methods
 from anp.training import distribute
 from anp.deploy import efficiency
-from anp.atomic import write_whole
+from anp.atomic import savez_whole, write_whole
 from anp.evaluation.attack_specs import AttackSpec, attack_specs, clip_range, make_attack
 from anp.config import architecture, run_config_path
 from anp.errors import UserError
@@ -52,6 +54,11 @@ from anp.evaluation.tables import (efficiency_columns, format_table, markdown_ta
 
 # ----------------------------------------------------------------------------------------------
 # --mode=eval.
+
+# Beside eval.json: each test example's verdicts, in the test set's order (bool arrays): clean
+# (correct on x), robust (the white-box worst case), per_attack (a row per name of attacks,
+# eval.json's per_attack keys, AutoAttack's stages included) and, with a source, blackbox.
+EXAMPLES_FILE = "eval_examples.npz"
 
 
 def output_dir(model_dir):
@@ -174,6 +181,11 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
         adv_acc=bb["adv_acc"], vulnerability=bb["vulnerability"],
         layer_vulnerability=bb["layer_vulnerability"], source_model_dir=cfg.source_model_dir,
         source_method=src_cfg.method, attack=bb_spec.as_dict())
+  outcomes = dict(clean=wb["outcomes"]["clean"], robust=wb["outcomes"]["robust"],
+                  attacks=np.array(list(wb["per_attack"])),
+                  per_attack=wb["outcomes"]["per_attack"])
+  if cfg.source_model_dir:
+    outcomes["blackbox"] = bb["outcomes"]["robust"]
   resumed = {"whitebox": wb["resumed_examples"],
              "blackbox": bb["resumed_examples"] if cfg.source_model_dir else 0}
   if any(resumed.values()):  # examples of each phase read from an interrupted run
@@ -236,6 +248,7 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
     os.makedirs(out_dir, exist_ok=True)
     write_whole(os.path.join(out_dir, "eval.json"), json.dumps(result, indent=2))
     write_whole(os.path.join(out_dir, "eval.md"), markdown_table([table_cells(result)], [result]))
+    savez_whole(os.path.join(out_dir, EXAMPLES_FILE), outcomes, compressed=True)
     resume.remove(out_dir)
   print(format_table(result))
   print(markdown_table([table_cells(result)], [result]), end="")

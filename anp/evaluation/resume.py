@@ -23,7 +23,7 @@ import shutil
 
 import numpy as np
 
-from anp.atomic import write_whole
+from anp.atomic import savez_whole, write_whole
 from anp.runs.logs import latest_checkpoint_name
 
 PARTIAL_DIR = "eval_partial"
@@ -96,10 +96,7 @@ class BatchStore:
     if not os.path.isfile(self.key_path):  # the folder appears with the first batch
       os.makedirs(self.folder, exist_ok=True)
       write_whole(self.key_path, self.text)
-    path = self._path(index)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez(tmp, **outputs)
-    os.replace(tmp, path)
+    savez_whole(self._path(index), outputs)
 
 
 def stores(out_dir, key, enabled=True):

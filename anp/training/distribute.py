@@ -1,7 +1,7 @@
 """--strategy, --mixed_precision, --deterministic_ops: training and evaluation on several
 devices or machines with TensorFlow's own `tf.distribute`.
 
-  default       no strategy object: today's one-device code path, unchanged.
+  default       no strategy object: the one-device code path.
   mirrored      tf.distribute.MirroredStrategy: every GPU of this machine (or its CPU).
   cpu_split     MirroredStrategy over --cpu_replicas logical devices of this CPU, each op on
                 one thread and the replicas' ops side by side (`cpu_split_strategy`).
