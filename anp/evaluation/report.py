@@ -7,8 +7,9 @@
   README (accuracies %, vulnerabilities, Memory %, Flops x, Sparsity %), then what each row
   was measured with (attack, examples, black-box source, warnings, sanity checks), a second
   table of robust accuracy per attack when runs were evaluated with several attacks
-  (`--attack=strongest`), how each row was trained (`anp.runs.provenance`: the commands, the
-  epochs, the wall time) and the figures;
+  (`--attack=strongest`), each row paired image by image with AT's (`anp.evaluation.paired`,
+  where the rows have eval_examples.npz), how each row was trained (`anp.runs.provenance`:
+  the commands, the epochs, the wall time) and the figures;
 * `units_per_layer.png`: units kept per mask site, grouped bars per run (one panel per
   architecture), the full network's units as outlines;
 * `vulnerability_distribution.png`: per run, the histogram of the per-unit vulnerability
@@ -24,8 +25,9 @@ import numpy as np
 
 from anp.atomic import write_whole
 from anp.errors import UserError
-from anp.evaluation.evaluate import output_dir
+from anp.evaluation.evaluate import EXAMPLES_FILE, output_dir
 from anp.evaluation.labels import per_attack_label, worst_case_attacks
+from anp.evaluation.paired import load_verdicts, paired_table
 from anp.evaluation.tables import markdown_table, model_name, table_cells
 from anp.runs.provenance import provenance_section
 
@@ -36,6 +38,7 @@ LAYER_PNG = "layer_vulnerability.png"
 # A unit's vulnerability below this counts as zero in the distribution figure: a unit whose
 # output the next layer's mask drops (measured: at most 1e-6) or that is dead.
 NEAR_ZERO = 1e-4
+PAIRED_WITH = "AT"  # the row every other row is compared with, image by image
 
 
 class ReportError(UserError):
@@ -270,6 +273,14 @@ def run_report(cfg):
                     "counts an example as robust only if every attack fails on it. 'AutoAttack "
                     "to X' is the accuracy after AutoAttack's cascade up to its attack X.", "",
                     per_attack]
+  verdicts = [load_verdicts(os.path.join(output_dir(run), EXAMPLES_FILE)) for run in runs]
+  paired = paired_table(names, verdicts, PAIRED_WITH)
+  if paired:
+    lines[-2:-2] = [f"## Paired with {PAIRED_WITH}", "",
+                    f"White-box worst case of each row beside {PAIRED_WITH}'s on the same test "
+                    "images (eval_examples.npz): the images only one of the two keeps, and "
+                    "McNemar's exact test of their difference (`anp.evaluation.paired`). Rows "
+                    "without eval_examples.npz are left out.", "", paired]
   lines += [_describe(n, run, r) for n, run, r in zip(names, runs, results)]
   lines += ["", *provenance_section(names, runs, results)]
   lines += ["## Figures", "", f"![Units kept per layer]({UNITS_PNG})", "",
