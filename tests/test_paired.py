@@ -63,6 +63,8 @@ def test_report_pairs_each_row_with_at(tmp_path):
   report.run_report(Config(mode="report", runs=",".join(runs), report_dir=str(tmp_path / "o")))
   text = (tmp_path / "o" / "report.md").read_text()
   assert "## Paired with AT" in text
+  assert ("| Model | Its worst case acc. | AT's worst case acc. | Difference (points) | Only the "
+          "model keeps | Only AT keeps | p (exact McNemar) |") in text
   r = paired.compare(better, at_robust)
   assert r["only_second"] == 0 and r["p"] < 1e-10
   assert (f"| ANP | {r['first']:.2f} | {r['second']:.2f} | {r['diff']:+.2f} | "

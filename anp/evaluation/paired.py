@@ -62,8 +62,9 @@ def paired_table(names, verdicts, reference, key="robust"):
   if reference not in names or verdicts[names.index(reference)] is None:
     return None
   ref = verdicts[names.index(reference)][key]
-  lines = [f"| Model | Model acc. | {reference} acc. | Difference (points) | Robust only in the "
-           f"model | Robust only in {reference} | p (exact McNemar) |",
+  what = {"robust": "worst case acc.", "clean": "clean acc."}.get(key, f"{key} acc.")
+  lines = [f"| Model | Its {what} | {reference}'s {what} | Difference (points) | Only the model "
+           f"keeps | Only {reference} keeps | p (exact McNemar) |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
   for name, v in zip(names, verdicts):
     if name == reference or v is None or v[key].shape != ref.shape:
