@@ -10,8 +10,9 @@ or below. The white-box column is PGD-40, the paper's attack (`per_attack['pgd']
 have no paper counterpart and are printed beside it. A second table says how much PGD-40 and
 the former worst case (`<row>/eval_strongest.json`: PGD-40, APGD-CE, APGD-DLR and CW, 40 steps
 each, where kept; it stands in for a missing eval.json) overstate the robust accuracy under
-AutoAttack. With --json: one JSON object
-per row instead.
+AutoAttack. Where ANP-VS and AT both have eval_examples.npz, a third table tests the paper's
+claim image by image: ANP-VS against AT under each attack, with McNemar's exact test
+(`anp.evaluation.paired`). With --json: one JSON object per row instead.
 
 The paper's numbers are Table 1 of Madaan et al. (ICML 2020), MNIST / LeNet5-Caffe and
 CIFAR-10 / VGG-16, as the original README lists them (means over five runs; it gives no
@@ -28,7 +29,7 @@ import textwrap
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from anp.evaluation import labels  # noqa: E402  (no TensorFlow)
+from anp.evaluation import labels, paired  # noqa: E402  (no TensorFlow)
 
 flags.DEFINE_list("rows", None, "Run folders under DIR (default: the table's rows).")
 flags.DEFINE_enum("paper_table", None, ["mnist", "cifar10"],
@@ -170,6 +171,27 @@ def overstatement(rows):
   return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
+def claim(run_dir, first="anp_vs", second="at"):
+  """The paper's claim, ANP-VS more robust than AT, image by image: a markdown table per white-
+  box attack both rows ran (and their worst cases) from their eval_examples.npz; "" without."""
+  runs = [os.path.join(run_dir, row) for row in (first, second)]
+  verdicts = [paired.load_verdicts(os.path.join(r, "eval_examples.npz")) for r in runs]
+  if None in verdicts or verdicts[0]["robust"].shape != verdicts[1]["robust"].shape:
+    return ""
+  with open(os.path.join(runs[0], "eval.json")) as f:
+    result = json.load(f)
+  names = [n for n in result.get("per_attack") or {} if "/" not in n and n in verdicts[1]]
+  a, b = (PAPER_MNIST[row][0] for row in (first, second))
+  lines = [f"| Attack | {a} | {b} | Difference (points) | Only {a} keeps | Only {b} keeps | "
+           "p (exact McNemar) |", "| --- " * 7 + "|"]
+  for name, label in [(n, labels.per_attack_label(result, n)) for n in names] + [
+      ("robust", "Worst case (each row's attacks)")]:
+    r = paired.compare(verdicts[0][name], verdicts[1][name])
+    lines.append(f"| {label} | {r['first']:.2f} | {r['second']:.2f} | {r['diff']:+.2f} | "
+                 f"{r['only_first']} | {r['only_second']} | {r['p']:.2g} |")
+  return "\n".join(lines) + "\n"
+
+
 def markdown(rows):
   lines = ["| Model | " + " | ".join(HEADER) + f" | AutoAttack | {worst_case_header(rows)} |",
            "| --- " * (len(HEADER) + 3) + "|"]
@@ -220,6 +242,12 @@ def main(argv):
     title = "MNIST" if dataset == "mnist" else "CIFAR-10"
     print(f"# {title}: the reproduction beside the paper's table\n\n{legend}\n")
     print(markdown(rows), end="")
+    tested = claim(argv[1])
+    if tested:
+      print("\nThe paper's claim, ANP-VS more robust than AT, image by image: the robust "
+            "accuracy (%) of each on the same test images, the images only one of them keeps, "
+            "and McNemar's exact p-value of the difference:\n")
+      print(tested, end="")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ def run_main(*args, timeout=120):
   return out, time.perf_counter() - start
 
 
+@functools.lru_cache(maxsize=None)
 def results_script(name):
-  """The module of the script results/<name>.py (a script, not a package: loaded by path)."""
+  """The module of the script results/<name>.py (a script, not a package: loaded by path),
+  loaded once per process: its absl flags can be defined only once."""
   spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "results", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -8,6 +8,7 @@ import pytest
 from anp.config import Config
 from anp.evaluation import paired, report
 from anp.evaluation.evaluate import EXAMPLES_FILE
+from tests.helpers import results_script
 from tests.test_report import fake_eval, write_run
 
 
@@ -74,3 +75,30 @@ def test_report_pairs_each_row_with_at(tmp_path):
   (tmp_path / "at" / EXAMPLES_FILE).unlink()
   report.run_report(Config(mode="report", runs=",".join(runs), report_dir=str(tmp_path / "o")))
   assert "Paired with" not in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_paper_tests_the_claim_image_by_image(tmp_path):
+  """results/paper.py: ANP-VS against AT under each attack and the worst case, from their
+  eval_examples.npz; nothing where one of the two has none."""
+  paper = results_script("paper")
+  rng = np.random.default_rng(1)
+  pgd = {"at": rng.random(500) < 0.88, "anp_vs": rng.random(500) < 0.89}
+  aa = {row: v & (rng.random(500) < 0.76) for row, v in pgd.items()}
+  for row in ("at", "anp_vs"):
+    result = fake_eval(row, 0.99, float((pgd[row] & aa[row]).mean()), 0.02, [20, 50, 800, 500])
+    result["per_attack"] = {"pgd": float(pgd[row].mean()), "autoattack/apgd-ce": 0.8,
+                            "autoattack": float(aa[row].mean())}
+    write_run(tmp_path / row, result)
+  assert paper.claim(str(tmp_path)) == ""  # no per-example verdicts yet
+  for row in ("at", "anp_vs"):
+    np.savez(tmp_path / row / EXAMPLES_FILE, clean=np.ones(500, bool), robust=pgd[row] & aa[row],
+             attacks=np.array(["pgd", "autoattack/apgd-ce", "autoattack"]),
+             per_attack=np.stack([pgd[row], pgd[row], aa[row]]))
+  lines = paper.claim(str(tmp_path)).splitlines()
+  assert lines[0] == ("| Attack | ANP-VS | AT | Difference (points) | Only ANP-VS keeps | "
+                      "Only AT keeps | p (exact McNemar) |")
+  assert [line.split(" | ")[0] for line in lines[2:]] == [
+      "| PGD-40", "| AutoAttack", "| Worst case (each row's attacks)"]  # stages left out
+  r = paired.compare(aa["anp_vs"], aa["at"])
+  assert lines[3] == (f"| AutoAttack | {r['first']:.2f} | {r['second']:.2f} | {r['diff']:+.2f} | "
+                      f"{r['only_first']} | {r['only_second']} | {r['p']:.2g} |")
