@@ -172,10 +172,11 @@ def overstatement(rows):
 
 
 def claim(run_dir, first="anp_vs", second="at"):
-  """The paper's claim, ANP-VS more robust than AT, image by image: a markdown table per white-
-  box attack both rows ran (and their worst cases) from their eval_examples.npz; "" without."""
+  """The paper's claim, ANP-VS more robust than AT, image by image: a markdown table, a line per
+  white-box attack both rows ran and one for their worst cases, from their eval_examples.npz;
+  "" where one of them has none."""
   runs = [os.path.join(run_dir, row) for row in (first, second)]
-  verdicts = [paired.load_verdicts(os.path.join(r, "eval_examples.npz")) for r in runs]
+  verdicts = [paired.load_verdicts(os.path.join(r, paired.EXAMPLES_FILE)) for r in runs]
   if None in verdicts or verdicts[0]["robust"].shape != verdicts[1]["robust"].shape:
     return ""
   with open(os.path.join(runs[0], "eval.json")) as f:

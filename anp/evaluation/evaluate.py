@@ -4,7 +4,7 @@
 `anp.runs.loading`) on the test set and writes `eval.json` (fractions) and `eval.md`, the row
 of the original README's tables (`anp.evaluation.tables`; printed in percent), into
 `--eval_dir` (default: the model directory), each whole or not at all, and each example's
-verdicts (`EXAMPLES_FILE`). An interrupted
+verdicts (`anp.evaluation.paired.EXAMPLES_FILE`). An interrupted
 evaluation goes on from its last finished batch when run again (`anp.evaluation.resume`):
 
 * White box: `--attack` (`anp.evaluation.attack_specs`) on the model; several attacks give the
@@ -43,6 +43,7 @@ from anp.evaluation.attack_specs import AttackSpec, attack_specs, clip_range, ma
 from anp.config import architecture, run_config_path
 from anp.errors import UserError
 from anp.evaluation.eval_net import evaluate_net
+from anp.evaluation.paired import EXAMPLES_FILE
 from anp.deploy.export import PRUNING_JSON
 from anp.runs.loading import load_model
 from anp.evaluation.sanity import SANITY_MAX_EXAMPLES, is_stochastic, sanity_checks
@@ -54,11 +55,6 @@ from anp.evaluation.tables import (efficiency_columns, format_table, markdown_ta
 
 # ----------------------------------------------------------------------------------------------
 # --mode=eval.
-
-# Beside eval.json: each test example's verdicts, in the test set's order (bool arrays): clean
-# (correct on x), robust (the white-box worst case), per_attack (a row per name of attacks,
-# eval.json's per_attack keys, AutoAttack's stages included) and, with a source, blackbox.
-EXAMPLES_FILE = "eval_examples.npz"
 
 
 def output_dir(model_dir):

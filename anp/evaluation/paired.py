@@ -1,7 +1,7 @@
 """Two models compared example by example on the same test images.
 
-Each evaluation keeps its per-example verdicts in `eval_examples.npz`
-(`anp.evaluation.evaluate.EXAMPLES_FILE`). Two models evaluated on the same images differ in
+Each evaluation keeps its per-example verdicts in `eval_examples.npz` (`EXAMPLES_FILE`, written
+by `anp.evaluation.evaluate`). Two models evaluated on the same images differ in
 robust accuracy by (b - c) / n, where b counts the images only the first model keeps and c
 those only the second keeps; the images both keep or both lose say nothing about which is
 stronger. McNemar's exact test (McNemar 1947) asks whether b and c differ by more than chance:
@@ -18,6 +18,11 @@ import math
 import os
 
 import numpy as np
+
+# Beside eval.json: each test example's verdicts, in the test set's order (bool arrays): clean
+# (correct on x), robust (the white-box worst case), per_attack (a row per name of attacks,
+# eval.json's per_attack keys, AutoAttack's stages included) and, with a source, blackbox.
+EXAMPLES_FILE = "eval_examples.npz"
 
 
 def load_verdicts(path):

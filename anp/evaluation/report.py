@@ -25,9 +25,9 @@ import numpy as np
 
 from anp.atomic import write_whole
 from anp.errors import UserError
-from anp.evaluation.evaluate import EXAMPLES_FILE, output_dir
+from anp.evaluation.evaluate import output_dir
 from anp.evaluation.labels import per_attack_label, worst_case_attacks
-from anp.evaluation.paired import load_verdicts, paired_table
+from anp.evaluation.paired import EXAMPLES_FILE, load_verdicts, paired_table
 from anp.evaluation.tables import markdown_table, model_name, table_cells
 from anp.runs.provenance import provenance_section
 
