@@ -187,9 +187,7 @@ def claim(run_dir, first="anp_vs", second="at"):
            "p (exact McNemar) |", "| --- " * 7 + "|"]
   for name, label in [(n, labels.per_attack_label(result, n)) for n in names] + [
       ("robust", "Worst case (each row's attacks)")]:
-    r = paired.compare(verdicts[0][name], verdicts[1][name])
-    lines.append(f"| {label} | {r['first']:.2f} | {r['second']:.2f} | {r['diff']:+.2f} | "
-                 f"{r['only_first']} | {r['only_second']} | {r['p']:.2g} |")
+    lines.append(paired.table_line(label, verdicts[0][name], verdicts[1][name]))
   return "\n".join(lines) + "\n"
 
 

@@ -177,9 +177,7 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
         adv_acc=bb["adv_acc"], vulnerability=bb["vulnerability"],
         layer_vulnerability=bb["layer_vulnerability"], source_model_dir=cfg.source_model_dir,
         source_method=src_cfg.method, attack=bb_spec.as_dict())
-  outcomes = dict(clean=wb["outcomes"]["clean"], robust=wb["outcomes"]["robust"],
-                  attacks=np.array(list(wb["per_attack"])),
-                  per_attack=wb["outcomes"]["per_attack"])
+  outcomes = dict(wb["outcomes"], attacks=np.array(list(wb["per_attack"])))
   if cfg.source_model_dir:
     outcomes["blackbox"] = bb["outcomes"]["robust"]
   resumed = {"whitebox": wb["resumed_examples"],

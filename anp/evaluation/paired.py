@@ -60,6 +60,14 @@ def compare(first, second):
               p=mcnemar_exact(b, c), examples=int(first.size))
 
 
+def table_line(label, first, second):
+  """The markdown line of `compare(first, second)`, headed by `label`: both accuracies, the
+  difference, the discordant counts and the p-value."""
+  r = compare(first, second)
+  return (f"| {label} | {r['first']:.2f} | {r['second']:.2f} | {r['diff']:+.2f} | "
+          f"{r['only_first']} | {r['only_second']} | {r['p']:.2g} |")
+
+
 def paired_table(names, verdicts, reference, key="robust"):
   """A markdown table comparing every row with the row `reference` (a name of `names`) under
   the verdict `key` of their eval_examples.npz (`verdicts`: a dict or None per row); rows
@@ -74,7 +82,5 @@ def paired_table(names, verdicts, reference, key="robust"):
   for name, v in zip(names, verdicts):
     if name == reference or v is None or v[key].shape != ref.shape:
       continue
-    r = compare(v[key], ref)
-    lines.append(f"| {name} | {r['first']:.2f} | {r['second']:.2f} | {r['diff']:+.2f} | "
-                 f"{r['only_first']} | {r['only_second']} | {r['p']:.2g} |")
+    lines.append(table_line(name, v[key], ref))
   return "\n".join(lines) + "\n" if len(lines) > 2 else None
