@@ -110,14 +110,15 @@ train awt hydra --hydra_stage=finetune --epochs=100 --init_from=$R/awt_search "$
 row_eval awt at_source --strategy=cpu_split
 compact awt
 sap at anp_vs
-# The rows evaluated before AutoAttack had its FAB-T stage and the evaluation wrote each
-# example's verdicts (eval_examples.npz): evaluated again by the commands above, so that every
-# AutoAttack cell is the whole cascade and the rows compare example by example in the report.
+# The rows evaluated before the evaluation wrote each example's verdicts (eval_examples.npz),
+# all but Pretrained AT also before AutoAttack had its FAB-T stage: evaluated again by the
+# commands above, so that every AutoAttack cell is the whole cascade and the rows compare
+# example by example in the report.
 again() {  # again ROW SOURCE [flags]: row_eval, once more where ROW has no eval_examples.npz
   [ -f "$R/$1/eval_examples.npz" ] || rm -f "$R/$1/eval.json"
   row_eval "$@"
 }
-for row in at anp anp_vs; do again $row at_source --strategy=cpu_split; done
+for row in at anp anp_vs pretrained_at; do again $row at_source --strategy=cpu_split; done
 again standard standard_source
 again bp standard_source --strategy=cpu_split
 rows=(standard bp at anp anp_vs pretrained_at trades admm at_bnn hydra lwm awt)
