@@ -14,7 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST = os.path.join(REPO, "results", "mnist")
 
 README_ROWS = {"Standard": "standard", "AT": "at", "Pretrained AT (AT from Standard)":
-               "pretrained_at", "ANP (ANP-VS without VS)": "anp", "ANP-VS": "anp_vs"}
+               "pretrained_at", "ANP (ANP-VS without VS)": "anp", "ANP-VS": "anp_vs",
+               "TRADES (beta 1)": "trades"}
 
 
 def _read(*parts):
