@@ -73,6 +73,28 @@ def test_report_table_and_figures(tmp_path):
   assert "Robust accuracy per attack" not in text  # PGD only: no per-attack table
 
 
+def test_figure_titles_do_not_overlap_the_panels(tmp_path):
+  # Seven histograms, as the MNIST table's report draws: the figure's title stays above the
+  # first panel's title, and no panel's title runs into the panel above it.
+  runs = [fake_eval("at", 0.99, 0.9 - 0.01 * i, 0.05, [20, 50, 800, 300 + 10 * i], seed=i)
+          for i in range(7)]
+  names = [f"run {i}" for i in range(7)]
+  for plot in (report.plot_vulnerability_distribution, report.plot_units):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(plot(runs, names, str(tmp_path / "figure.png")))
+    canvas.draw()
+    fig, renderer = canvas.figure, canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in fig.texts]  # the suptitle
+    assert len(boxes) == 1
+    for ax in fig.axes:
+      if ax.get_title():
+        boxes.append(ax.title.get_window_extent(renderer))
+      boxes.append(ax.get_window_extent(renderer))
+    for a in range(len(boxes)):
+      for b in range(a + 1, len(boxes)):
+        assert not boxes[a].overlaps(boxes[b]), (plot.__name__, a, b)
+
+
 def test_per_attack_table_for_strongest_runs(tmp_path):
   strong = fake_eval("anp_vs", 0.99, 0.85, 0.02, [7, 25, 105, 30])
   strong.update(per_attack={"pgd": 0.9, "apgd-ce": 0.87, "apgd-dlr": 0.86, "cw": 0.88},

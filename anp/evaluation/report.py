@@ -96,11 +96,13 @@ def _color(names, name):
 
 def _figure(width, height):
   from matplotlib.figure import Figure  # no pyplot: no global backend or state
-  return Figure(figsize=(width, height), dpi=100)
+  # The constrained layout keeps the suptitle clear of the first panel's title.
+  return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
 def plot_units(results, names, path):
-  """Grouped bars of units kept per mask site; one panel per network shape."""
+  """Grouped bars of units kept per mask site, one panel per network shape: a PNG at path;
+  returns the figure."""
   groups = {}
   for result, name in zip(results, names):
     if result.get("n_units") and result.get("n_active"):
@@ -126,12 +128,13 @@ def plot_units(results, names, path):
     ax.set_ylabel("units kept")
     ax.legend(fontsize="small")
   fig.suptitle("Units kept per layer")
-  fig.tight_layout()
   fig.savefig(path, format="png")
+  return fig
 
 
 def plot_vulnerability_distribution(results, names, path, bins=40):
-  """Per run, the histogram of the per-unit vulnerability of the stored layer."""
+  """Per run, the histogram of the per-unit vulnerability of the stored layer: a PNG at path;
+  returns the figure."""
   members = [(n, r) for n, r in zip(names, results)
              if isinstance(r.get("unit_vulnerability"), dict)
              and r["unit_vulnerability"].get("values")]
@@ -155,11 +158,12 @@ def plot_vulnerability_distribution(results, names, path, bins=40):
       ax.set_ylabel("units")
     ax.set_xlabel("vulnerability |f(x) - f(x_adv)| of a unit (last latent layer)")
   fig.suptitle("Distribution of feature vulnerability")
-  fig.tight_layout()
   fig.savefig(path, format="png")
+  return fig
 
 
 def plot_layer_vulnerability(results, names, path):
+  """Each run's white-box vulnerability per latent layer: a PNG at path; returns the figure."""
   from matplotlib.ticker import MaxNLocator
   fig = _figure(6.5, 3.5)
   ax = fig.add_subplot(1, 1, 1)
@@ -175,8 +179,8 @@ def plot_layer_vulnerability(results, names, path):
   ax.set_ylabel("white-box vulnerability")
   if drawn:
     ax.legend(fontsize="small")
-  fig.tight_layout()
   fig.savefig(path, format="png")
+  return fig
 
 
 def _describe(name, run, result):
