@@ -79,8 +79,8 @@ def test_figure_titles_do_not_overlap_the_panels(tmp_path):
   runs = [fake_eval("at", 0.99, 0.9 - 0.01 * i, 0.05, [20, 50, 800, 300 + 10 * i], seed=i)
           for i in range(7)]
   names = [f"run {i}" for i in range(7)]
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
   for plot in (report.plot_vulnerability_distribution, report.plot_units):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     canvas = FigureCanvasAgg(plot(runs, names, str(tmp_path / "figure.png")))
     canvas.draw()
     fig, renderer = canvas.figure, canvas.get_renderer()
