@@ -257,6 +257,19 @@ class ModelCardTest(tf.test.TestCase):
     # Idempotent: a second card over the new config is the same.
     self.assertEqual(write_model_card(self.export, COMMITTED_RUN), self.card)
 
+  def test_the_card_is_titled_with_the_row_name(self):
+    """The tables' name of the row, not the method's: ADMM's retraining is a HYDRA run."""
+    self.assertTrue(self.card.startswith("# ANP-VS LeNet5-Caffe on MNIST\n"))
+    admm_run = os.path.join(REPO, "results", "mnist", "admm")
+    if not os.path.isfile(os.path.join(admm_run, "config.json")):
+      self.skipTest("the committed ADMM run is absent")
+    export = os.path.join(self.get_temp_dir(), "admm_export")
+    os.makedirs(os.path.join(export, "1"))
+    card = write_model_card(export, admm_run)
+    self.assertTrue(card.startswith("# ADMM 80% LeNet5-Caffe on MNIST\n"), card[:60])
+    self.assertIn("--hydra_objective=adv --prune_ratio=0.8 --epochs=40", card)
+    self.assertNotIn("--trades_beta", card)  # implied by the objective
+
   def test_an_export_of_an_earlier_checkpoint_shows_only_its_own_evaluations(self):
     card = write_model_card(self.export, COMMITTED_RUN, checkpoint="the end of epoch 38")
     self.assertIn("at its checkpoint of the end of epoch 38, not its final one.", card)

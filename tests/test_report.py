@@ -288,3 +288,40 @@ def test_report_says_how_each_row_was_trained(tmp_path):
   other = write_run(tmp_path / "export", fake_eval("at", 0.99, 0.9, 0.04, [20, 50, 800, 500]))
   report.run_report(Config(mode="report", runs=other, report_dir=str(tmp_path / "p")))
   assert f"not a training run (`{other}`)" in (tmp_path / "p" / "report.md").read_text()
+
+
+def _config_of(command):
+  """The resolved Config that a --mode=train command from `train_command` asks for."""
+  flags = {}
+  for arg in command.split()[3:]:
+    key, _, value = arg[2:].partition("=")
+    if key in ("mode", "data_dir", "model_dir"):
+      continue
+    for parse in (int, float, str):
+      try:
+        flags[key] = parse(value)
+        break
+      except ValueError:
+        pass
+  return Config(mode="train", **flags).resolved()
+
+
+@pytest.mark.parametrize("flags", [
+    dict(method="hydra", hydra_stage="finetune", hydra_scores="magnitude",
+         hydra_objective="adv", prune_ratio=0.8, epochs=40, init_from="runs/admm_search"),
+    dict(method="hydra", hydra_objective="at", epochs=1),
+    dict(method="trades", trades_beta=6.0, train_attack_steps=20, epochs=1),
+    dict(method="admm", admm_loss="mixed", weight_decay=0.0, admm_every=1, seed=1),
+    dict(method="at", bias_init="zeros")])
+def test_train_command_gives_back_the_run(flags):
+  """A run's command names only what its other flags do not imply (no --weight_decay=0.0 or
+  --trades_beta=6.0 where the method's objective sets them), and gives back its identity."""
+  from anp.runs import provenance
+  cfg = Config(mode="train", dataset="mnist", **flags).resolved()
+  command = provenance.train_command(cfg, "runs/row")
+  again = _config_of(command)
+  assert {k: getattr(again, k) for k in cfg.run_keys} == {k: getattr(cfg, k) for k in cfg.run_keys}
+  for key, value in flags.items():  # what was asked for and is not a default stays named
+    assert key == "method" or (f"--{key}=" in command) == (value != provenance._default(cfg, key)), key
+  if flags.get("hydra_objective") == "adv":
+    assert "--trades_beta" not in command and "--weight_decay" not in command

@@ -200,7 +200,10 @@ def write_model_card(export_dir, run_dir, checkpoint=None):
   shape = ", ".join(str(d) for d in info.image_shape)
   n = info.n_classes
   name = DATASET_NAMES.get(cfg.dataset, cfg.dataset)
-  lines = [f"# {method.title} {ARCHITECTURES[architecture(cfg.dataset)]} on {name}", "",
+  # The tables' row name ('Pretrained AT', 'ADMM 80%', 'LWM 90%'), not the method's title.
+  title = method.row_name(dict(init_from=run_cfg.init_from,
+                               hydra=method.row_settings(run_cfg)))
+  lines = [f"# {title} {ARCHITECTURES[architecture(cfg.dataset)]} on {name}", "",
            f"SavedModel `{path}`, exported from the run `{run_dir}`"
            + (f" at its checkpoint of {checkpoint}, not its final one." if checkpoint else "."),
            "",

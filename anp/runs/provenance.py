@@ -12,6 +12,7 @@
   lists them per row, with the evaluation command each eval.json recorded.
 """
 
+import dataclasses
 import os
 
 from anp.config import Config, run_config_path
@@ -29,14 +30,22 @@ def _config(run_dir):
 
 
 def train_command(cfg, run_dir):
-  """The --mode=train command of a run: the keys of its identity that differ from the data
-  set's and method's defaults."""
-  default = Config(dataset=cfg.dataset, method=cfg.method).resolved()
+  """The --mode=train command of a run: the keys of its identity other than what the data
+  set, the method and the run's other keys give them (e.g. no --weight_decay where the
+  method's adversarial objective sets it)."""
   args = ["python main.py --mode=train", f"--dataset={cfg.dataset}", f"--method={cfg.method}"]
   args += [_flag(k, getattr(cfg, k)) for k in [*cfg.run_keys, "epochs"]
            if k not in ("dataset", "method") and getattr(cfg, k) is not None
-           and getattr(cfg, k) != getattr(default, k)]
+           and getattr(cfg, k) != _default(cfg, k)]
   return " ".join(args + ["--data_dir=DATA", f"--model_dir={run_dir}"])
+
+
+def _default(cfg, key):
+  """The value `key` takes in `cfg` when its flag is not given."""
+  default = Config.__dataclass_fields__[key].default
+  if default is not None:
+    return default
+  return getattr(dataclasses.replace(cfg, **{key: None}).resolved(), key)
 
 
 def is_training_run(path):
