@@ -15,7 +15,7 @@ MNIST = os.path.join(REPO, "results", "mnist")
 
 README_ROWS = {"Standard": "standard", "AT": "at", "Pretrained AT (AT from Standard)":
                "pretrained_at", "ANP (ANP-VS without VS)": "anp", "ANP-VS": "anp_vs",
-               "TRADES (beta 1)": "trades"}
+               "TRADES (beta 1)": "trades", "ADMM (80% of weights)": "admm"}
 
 
 def _read(*parts):
@@ -71,6 +71,7 @@ def test_readme_result_table_is_the_committed_evaluations():
     assert _close(autoattack, e["per_attack"]["autoattack"]), name
     assert ("no FAB-T" in autoattack) == ("autoattack/fab-t" not in e["per_attack"]), name
     assert pct(sparsity) == pytest.approx(e.get("sparsity_pct") or 0.0, abs=0.0051), name
+    assert sparsity.endswith(f" of {e['sparsity_of']}") == bool(pct(sparsity)), name
 
 
 def test_sap_tables_are_the_committed_evaluations():
