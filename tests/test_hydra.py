@@ -534,3 +534,24 @@ def test_main_runs_the_chain_eval_export_and_report(pretrained, tmp_path):
   main.run(Config(mode="report", runs=f"{root}/f,{root}/lwm", report_dir=f"{root}/rep"))
   report = open(os.path.join(root, "rep", "report.md")).read()
   assert "| HYDRA 50% channels |" in report and "| LWM 50% channels |" in report
+
+
+def test_eval_counts_the_units_a_weight_pruned_net_still_uses():
+  """eval.json's units kept of a weight-pruned net are those its compact export serves; its
+  Sparsity, Memory and Flops count the zeroed weights."""
+  from anp.evaluation.evaluate import size_columns
+  cfg = hydra_cfg(hydra_granularity="weight", prune_ratio=0.99)
+  net = build_net(cfg)
+  hydra.init_scores(net)
+  cols = size_columns(net, "run", None, "lenet", 10)
+  served = compact.served_units(compact.compact_model(net))
+  assert cols["n_active"] == served and cols["n_units"] == list(net.unit_counts)
+  assert any(k < n for k, n in zip(served, net.unit_counts)), served  # 99%: some cut off
+  weights = efficiency.weight_efficiency(net)
+  assert cols["sparsity_of"] == "weights" and cols["weight_pruning"] == weights
+  assert cols["sparsity_pct"] == pytest.approx(100 * weights["sparsity"])
+  assert cols["memory_pct"] == weights["memory_pct"]
+  # A unit-masked net: its masks decide.
+  plain = build_net(Config(dataset="mnist", method="anp_vs").resolved())
+  cols = size_columns(plain, "run", None, "lenet", 10)
+  assert cols["sparsity_of"] == "units" and cols["n_active"] == plain.n_active()

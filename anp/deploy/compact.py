@@ -273,3 +273,9 @@ def served_units(model):
     elif isinstance(layer, (layers.Conv2D, layers.Dense)):
       units.append(int(layer.kernel.shape[-1]))
   return units[:-1]  # not the logits
+
+
+def connected_units(net):
+  """The units per mask site that a weight-pruned `net` still uses: those its compact model
+  serves (a unit left without weights in or out is folded into a constant and removed)."""
+  return served_units(compact_model(net, sparse=False))

@@ -44,6 +44,7 @@ from anp.config import architecture, run_config_path
 from anp.errors import UserError
 from anp.evaluation.eval_net import evaluate_net
 from anp.evaluation.paired import EXAMPLES_FILE
+from anp.deploy.compact import connected_units
 from anp.deploy.export import PRUNING_JSON
 from anp.runs.loading import load_model
 from anp.evaluation.sanity import SANITY_MAX_EXAMPLES, is_stochastic, sanity_checks
@@ -55,6 +56,36 @@ from anp.evaluation.tables import (efficiency_columns, format_table, markdown_ta
 
 # ----------------------------------------------------------------------------------------------
 # --mode=eval.
+
+
+def size_columns(net, kind, model_dir, arch, n_classes):
+  """eval.json's size fields: units kept per site (`n_active` of `n_units`), Sparsity, Memory
+  and Flops, of the masked net or of a --mode=prune export (its pruning.json).
+
+  Unstructured (HYDRA-layer) pruning removes weights, not units: its columns count the zeros
+  (`weight_pruning`, `sparsity_of` 'weights'), and its units kept are those still connected,
+  as the compact export serves them."""
+  units, pruned = None, {}
+  if getattr(net, "unit_counts", ()):
+    units = net.n_active(), list(net.unit_counts)
+  elif kind == "saved_model" and os.path.isfile(os.path.join(model_dir, PRUNING_JSON)):
+    with open(os.path.join(model_dir, PRUNING_JSON)) as f:
+      pruned = json.load(f)
+    units = pruned["n_active"], pruned["n_units"]
+  weights = efficiency.weight_efficiency(net) if kind == "run" else pruned.get("weight_pruning")
+  if weights and kind == "run":
+    units = connected_units(getattr(net, "net", net)), units[1]
+  out = dict(n_active=None, n_units=None, sparsity=None, memory_pct=None, flops_ratio=None)
+  if units:
+    n_active, n_units = units
+    out.update(n_active=n_active, n_units=n_units, sparsity=1.0 - sum(n_active) / sum(n_units),
+               **efficiency_columns(arch, n_active, n_units, n_classes))
+  if weights:
+    out.update({k: weights[k] for k in ("sparsity", "memory_pct", "flops_ratio")},
+               weight_pruning=weights)
+  out["sparsity_of"] = "weights" if weights else "units"
+  out["sparsity_pct"] = None if out["sparsity"] is None else 100 * out["sparsity"]
+  return out
 
 
 def output_dir(model_dir):
@@ -185,30 +216,7 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
   if any(resumed.values()):  # examples of each phase read from an interrupted run
     result["resumed_examples"] = resumed
 
-  # Size: of the masked net, or of a --mode=prune export from its pruning.json.
-  units, pruned = None, {}
-  if getattr(net, "unit_counts", ()):
-    units = net.n_active(), list(net.unit_counts)
-  elif kind == "saved_model" and os.path.isfile(os.path.join(cfg.model_dir, PRUNING_JSON)):
-    with open(os.path.join(cfg.model_dir, PRUNING_JSON)) as f:
-      pruned = json.load(f)
-    units = pruned["n_active"], pruned["n_units"]
-  if units:
-    n_active, n_units = units
-    result.update(n_active=n_active, n_units=n_units,
-                  sparsity=1.0 - sum(n_active) / sum(n_units),
-                  **efficiency_columns(result["architecture"], n_active, n_units,
-                                       info.n_classes))
-  else:
-    result.update(n_active=None, n_units=None, sparsity=None, memory_pct=None,
-                  flops_ratio=None)
-  # HYDRA's unstructured pruning removes weights, not units: its columns count the zeros.
-  weights = efficiency.weight_efficiency(net) if kind == "run" else pruned.get("weight_pruning")
-  if weights:
-    result.update({k: weights[k] for k in ("sparsity", "memory_pct", "flops_ratio")},
-                  weight_pruning=weights)
-  result["sparsity_of"] = "weights" if weights else "units"
-  result["sparsity_pct"] = None if result["sparsity"] is None else 100 * result["sparsity"]
+  result.update(size_columns(net, kind, cfg.model_dir, result["architecture"], info.n_classes))
 
   # Sanity checks.
   result["sanity"] = None
