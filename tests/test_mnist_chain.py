@@ -54,6 +54,8 @@ def test_mnist_chain_on_a_tiny_budget(tmp_path):
   paper = (root / "report" / "paper.md").read_text()
   for model in ("TRADES", "ADMM", "AT BNN", "Pretrained AT"):
     assert f"| {model}, ours |" in paper, model
+  square = json.loads((root / "at_bnn" / "square" / "eval.json").read_text())
+  assert square["model_dir"].endswith("at_bnn"), square["model_dir"]  # Adv-BNN's Square check
   for row in ROWS:  # each example's verdicts beside every row's eval.json
     assert (root / row / "eval_examples.npz").is_file(), row
   # Re-running trains and evaluates nothing again, but for a row of the early ones whose

@@ -73,7 +73,7 @@ def size_columns(net, kind, model_dir, arch, n_classes):
       pruned = json.load(f)
     units = pruned["n_active"], pruned["n_units"]
   weights = efficiency.weight_efficiency(net) if kind == "run" else pruned.get("weight_pruning")
-  if weights and kind == "run":
+  if weights and kind == "run" and units:
     units = connected_units(getattr(net, "net", net)), units[1]
   out = dict(n_active=None, n_units=None, sparsity=None, memory_pct=None, flops_ratio=None)
   if units:

@@ -90,6 +90,10 @@ compact admm
 train at_bnn at_bnn
 # Its inference is random: AutoAttack's version for random models (EOT over 20 samples).
 row_eval at_bnn at_source --attack=pgd,autoattack-rand --strategy=cpu_split
+# AutoAttack-rand has no gradient-free attack: Square (5000 queries on the ensemble's prediction)
+# beside it on the first 1000 test images, the check for masked gradients.
+evaluate "$R/at_bnn" "$R/at_bnn/square" --attack=autoattack-rand,square --eval_examples=1000 \
+    --eval_batch=1000 --sanity_checks --strategy=cpu_split ${eval_flags[@]+"${eval_flags[@]}"}
 # HYDRA, LWM and AWT pruned to the Memory of ANP-VS (6.98%): removing 93.15% of each layer's
 # weights leaves 6.98% of LeNet5's parameters (biases kept). HYDRA's schedule: 20 epochs of
 # pruning and 100 of finetuning from the AT row with its loss; LWM: 100 epochs of finetuning
