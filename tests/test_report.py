@@ -222,6 +222,17 @@ def test_paper_comparison_says_per_column_whether_it_is_met(tmp_path):
           "| | |" in table)
   assert "| ANP, ours | not evaluated |" in table and "| BP, ours | not evaluated |" in table
   assert "overstate" not in table  # no AutoAttack evaluated: no second table
+  # A weight-pruned row: its Memory and Flops count the non-zero weights, the paper's the
+  # dense network, so those two cells are not judged.
+  admm = fake_eval("hydra", 0.991, 0.9432, 0.038, [9, 30, 475, 180], memory=20.11, flops=5.0)
+  admm.update(sparsity=0.8, sparsity_of="weights")
+  write_run(tmp_path / "admm", admm)
+  row = paper.compare(str(tmp_path), "admm")
+  assert row["verdict"]["memory"] == row["verdict"]["flops"] == "paper: dense"
+  assert row["verdict"]["sparsity"] == "met" and row["verdict"]["white_box"] == "5.85 above"
+  admm["sparsity_of"] = "units"  # counted as units, the cells are judged as any other row's
+  write_run(tmp_path / "admm", admm)
+  assert paper.compare(str(tmp_path), "admm")["verdict"]["memory"] == "79.89 below"
 
   # An AutoAttack evaluation beside the former worst case (eval_strongest.json).
   write_run(tmp_path / "at_old", at)
