@@ -333,6 +333,7 @@ def test_train_command_gives_back_the_run(flags):
   again = _config_of(command)
   assert {k: getattr(again, k) for k in cfg.run_keys} == {k: getattr(cfg, k) for k in cfg.run_keys}
   for key, value in flags.items():  # what was asked for and is not a default stays named
-    assert key == "method" or (f"--{key}=" in command) == (value != provenance._default(cfg, key)), key
+    named = f"--{key}=" in command
+    assert key == "method" or named == (value != provenance._default(cfg, key)), key
   if flags.get("hydra_objective") == "adv":
     assert "--trades_beta" not in command and "--weight_decay" not in command
