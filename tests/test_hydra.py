@@ -396,6 +396,14 @@ def test_table_names_hydra_and_lwm_rows():
   assert "Sparsity (%)" in printed and "43,050 of 430,500" in printed
 
 
+def test_a_finetune_that_prunes_nothing_is_named_as_the_dense_control_it_is():
+  settings = hydra.row_settings(hydra_cfg(hydra_stage="finetune", hydra_scores="magnitude",
+                                          hydra_objective="adv", prune_ratio=0.0))
+  assert hydra.row_name(dict(settings, source_method="at")) == "AT + CE(x_adv), dense"
+  assert hydra.row_name(dict(settings, source_method=None)) == "LWM + CE(x_adv), dense"
+  assert hydra.row_name(dict(settings, prune_ratio=0.8, source_method="admm")) == "ADMM 80%"
+
+
 @pytest.mark.parametrize("stage,lr", [("prune", 0.1), ("finetune", 0.01)])
 def test_sgd_is_the_references_sgd_with_its_per_epoch_cosine(stage, lr):
   """inspire-group/hydra: SGD momentum 0.9, lr 0.1 (prune) / 0.01 (finetune README command),

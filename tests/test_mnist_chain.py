@@ -11,7 +11,7 @@ from anp.evaluation import tables
 from tests.helpers import REPO, SHARED_DATA
 
 ROWS = ("standard", "bp", "at", "anp", "anp_vs", "pretrained_at", "trades", "admm", "at_bnn",
-        "hydra", "lwm", "awt")
+        "hydra", "lwm", "awt", "admm_control")
 
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "mnist")),
@@ -35,6 +35,7 @@ def test_mnist_chain_on_a_tiny_budget(tmp_path):
   names = {row: tables.model_name(json.loads((root / row / "eval.json").read_text()))
            for row in ROWS}
   assert names["admm"] == "ADMM 80%" and names["hydra"] == "HYDRA 93.15%", names
+  assert names["admm_control"] == "AT + CE(x_adv), dense", names
   memory = json.loads((root / "hydra" / "eval.json").read_text())["memory_pct"]
   assert abs(memory - 6.98) < 0.01, memory  # the Memory of the paper's ANP-VS
   for row in ("admm", "hydra", "lwm", "awt"):  # their compact SavedModels and cards
@@ -50,7 +51,8 @@ def test_mnist_chain_on_a_tiny_budget(tmp_path):
     square = json.loads((root / "sap" / f"at_eps{eps}_sap_square" / "eval.json").read_text())
     assert list(square["per_attack"]) == ["square"] and square["defense"]["name"] == "sap"
   report = (root / "report" / "report.md").read_text()
-  assert "ADMM 80%" in report and "Adv-BNN" in report and "LWM 93.15%" in report
+  for name in ("ADMM 80%", "Adv-BNN", "LWM 93.15%", "AT + CE(x_adv), dense"):
+    assert name in report, name
   paper = (root / "report" / "paper.md").read_text()
   for model in ("TRADES", "ADMM", "AT BNN", "Pretrained AT"):
     assert f"| {model}, ours |" in paper, model

@@ -192,15 +192,23 @@ def row_settings(cfg):
               prune_ratio=cfg.prune_ratio, source_method=source.method if source else None)
 
 
+OBJECTIVE_LABELS = dict(adv="CE(x_adv)", at="the AT loss", trades="the TRADES loss")
+
+
 def row_name(settings):
   """'HYDRA', 'LWM' (magnitude scores) or the ticket_label of the run finetuned when its
   ticket decided the mask: magnitude pruning ('ADMM') or a per-weight mask finetuned with
-  learned scores ('AWT'); e.g. 'HYDRA 90% channels (prune stage)', 'AWT 90%'."""
+  learned scores ('AWT'); e.g. 'HYDRA 90% channels (prune stage)', 'AWT 90%'. With
+  --prune_ratio=0 nothing is pruned: the run it started from, trained further on the stage's
+  loss ('AT + CE(x_adv), dense'), a pruned row's dense control."""
   from anp import methods
   name = "LWM" if settings["scores"] == "magnitude" else "HYDRA"
   # `after_admm`: the eval.json files written before `source_method` (ADMM runs).
   source = methods.find(settings.get("source_method") or (
       "admm" if settings.get("after_admm") else None))
+  if not settings["prune_ratio"]:
+    start = source.title if source is not None else name
+    return f"{start} + {OBJECTIVE_LABELS[settings['objective']]}, dense"
   if source is not None and (source.ticket == "magnitude" or (
       source.ticket == "weight_mask" and settings["scores"] == "learned")):
     name = source.ticket_label
