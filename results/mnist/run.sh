@@ -94,6 +94,17 @@ row_eval at_bnn at_source --attack=pgd,autoattack-rand --strategy=cpu_split
 # beside it on the first 1000 test images, the check for masked gradients.
 evaluate "$R/at_bnn" "$R/at_bnn/square" --attack=autoattack-rand,square --eval_examples=1000 \
     --eval_batch=1000 --sanity_checks --strategy=cpu_split ${eval_flags[@]+"${eval_flags[@]}"}
+# The rows evaluated before the evaluation wrote each example's verdicts (eval_examples.npz),
+# all but Pretrained AT also before AutoAttack had its FAB-T stage: evaluated again by the
+# commands above, so that every AutoAttack cell is the whole cascade and the rows compare
+# example by example in the report (the paper's claim, ANP-VS against AT, image by image).
+again() {  # again ROW SOURCE [flags]: row_eval, once more where ROW has no eval_examples.npz
+  [ -f "$R/$1/eval_examples.npz" ] || rm -f "$R/$1/eval.json"
+  row_eval "$@"
+}
+for row in at anp anp_vs pretrained_at; do again $row at_source --strategy=cpu_split; done
+again standard standard_source
+again bp standard_source --strategy=cpu_split
 # HYDRA, LWM and AWT pruned to the Memory of ANP-VS (6.98%): removing 93.15% of each layer's
 # weights leaves 6.98% of LeNet5's parameters (biases kept). HYDRA's schedule: 20 epochs of
 # pruning and 100 of finetuning from the AT row with its loss; LWM: 100 epochs of finetuning
@@ -114,17 +125,6 @@ train awt hydra --hydra_stage=finetune --epochs=100 --init_from=$R/awt_search "$
 row_eval awt at_source --strategy=cpu_split
 compact awt
 sap at anp_vs
-# The rows evaluated before the evaluation wrote each example's verdicts (eval_examples.npz),
-# all but Pretrained AT also before AutoAttack had its FAB-T stage: evaluated again by the
-# commands above, so that every AutoAttack cell is the whole cascade and the rows compare
-# example by example in the report.
-again() {  # again ROW SOURCE [flags]: row_eval, once more where ROW has no eval_examples.npz
-  [ -f "$R/$1/eval_examples.npz" ] || rm -f "$R/$1/eval.json"
-  row_eval "$@"
-}
-for row in at anp anp_vs pretrained_at; do again $row at_source --strategy=cpu_split; done
-again standard standard_source
-again bp standard_source --strategy=cpu_split
 rows=(standard bp at anp anp_vs pretrained_at trades admm at_bnn hydra lwm awt)
 report() {  # the report of the rows in `rows`, and the comparison with the paper's table
   python main.py --mode=report --report_dir=$R/report --runs="$(IFS=,; echo "${rows[*]/#/$R/}")"
