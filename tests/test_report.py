@@ -233,6 +233,13 @@ def test_paper_comparison_says_per_column_whether_it_is_met(tmp_path):
   admm["sparsity_of"] = "units"  # counted as units, the cells are judged as any other row's
   write_run(tmp_path / "admm", admm)
   assert paper.compare(str(tmp_path), "admm")["verdict"]["memory"] == "79.89 below"
+  # Adv-BNN: Memory counts means and log-sigmas as the paper's does (judged); our Flops count a
+  # prediction's forward passes, which the paper does not say it counts (not judged).
+  bnn = fake_eval("at_bnn", 0.9916, 0.8844, 0.364, [20, 50, 800, 500], memory=200.0, flops=0.05)
+  bnn["bnn"] = dict(ensemble=20, parameters=dict(mean=431080, total=862160))
+  write_run(tmp_path / "at_bnn", bnn)
+  row = paper.compare(str(tmp_path), "at_bnn")
+  assert row["verdict"]["memory"] == "met" and row["verdict"]["flops"] == "ours: 20 samples"
 
   # An AutoAttack evaluation beside the former worst case (eval_strongest.json).
   write_run(tmp_path / "at_old", at)

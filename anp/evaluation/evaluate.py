@@ -216,7 +216,8 @@ def _run_eval(cfg, arrays, verbose, strategy, command):
   if any(resumed.values()):  # examples of each phase read from an interrupted run
     result["resumed_examples"] = resumed
 
-  result.update(size_columns(net, kind, cfg.model_dir, result["architecture"], info.n_classes))
+  result.update(method.size_columns(
+      size_columns(net, kind, cfg.model_dir, result["architecture"], info.n_classes), bnn))
 
   # Sanity checks.
   result["sanity"] = None

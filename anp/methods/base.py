@@ -134,6 +134,13 @@ class Method:
     del cfg, serving_cfg
     return net
 
+  def size_columns(self, columns, info):
+    """eval.json's size fields (`anp.evaluation.evaluate.size_columns`) of the network
+    `inference_net` returned with `info`, where this method's models cost more than the
+    deterministic network's units say."""
+    del info
+    return columns
+
   def row_settings(self, cfg):
     """What `row_name` needs from a run config beyond eval.json's fields (or None)."""
     del cfg

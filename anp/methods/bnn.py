@@ -135,6 +135,17 @@ class AdvBNN(Method):
     return (BnnEnsemble(net, cfg.bnn_ensemble),
             dict(ensemble=cfg.bnn_ensemble, parameters=parameter_counts(net)))
 
+  def size_columns(self, columns, info):
+    """Memory counts the log-sigmas too, a stored parameter each (200% of the mean network,
+    as the paper counts Adv-BNN); Flops counts the forward passes of one prediction, one per
+    weight sample of the ensemble (the draws, one per call shared by the whole batch, not
+    counted)."""
+    if info is None or columns["memory_pct"] is None:
+      return columns
+    counts = info["parameters"]
+    return dict(columns, memory_pct=columns["memory_pct"] * counts["total"] / counts["mean"],
+                flops_ratio=columns["flops_ratio"] / info["ensemble"])
+
   def serving_net(self, net, cfg, serving_cfg):
     serving_cfg.bnn_ensemble = cfg.bnn_ensemble
     print(f"Adv-BNN: the SavedModel draws {cfg.bnn_ensemble} weight samples per call and "
