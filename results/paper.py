@@ -137,7 +137,7 @@ def compare(run_dir, row, dataset="mnist"):
         # The paper gives weight pruning the dense network's Memory and Flops (its zeros are
         # scattered); ours count the non-zero weights: not the same quantity.
         out["verdict"].update(memory=DENSE_BY_PAPER, flops=DENSE_BY_PAPER)
-      if result.get("bnn"):  # ours count a prediction's forward passes, the paper says not
+      if result.get("bnn"):  # ours count a prediction's passes; the paper's count is unstated
         out["verdict"]["flops"] = f"ours: {result['bnn']['ensemble']} samples"
   return out
 
@@ -244,7 +244,7 @@ def main(argv):
           "robust only if every listed attack fails. 'met?': within 1.5 points of the paper's "
           "accuracy or Sparsity, 1 point of its Memory, 10% of its vulnerability or Flops; "
           "'paper: dense': the paper gives a weight-pruned row the dense network's Memory and "
-          "Flops, ours count its non-zero weights; 'ours: 20 samples': our Flops count the 20 "
+          "Flops, ours count its non-zero weights; 'ours: N samples': our Flops count the N "
           "forward passes of one AT BNN prediction, the paper does not say what its x0.50 counts. "
           "How each row was trained (commands, epochs, wall time): report.md beside this file.",
           width=100, break_on_hyphens=False)
