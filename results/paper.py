@@ -240,14 +240,14 @@ def main(argv):
           "in %, Memory in % of the full network, Flops as the speed-up ratio, Sparsity in % of "
           "units pruned (ADMM: of weights). White box (PGD-40): 40 steps of PGD, the paper's "
           "attack; Black box: PGD-40 transferred from the row's source model; AutoAttack: "
-          "the standard cascade "
-          "(cells marked (no FAB-T) ran it without FAB-T); Worst case: an example counts as "
-          "robust only if every listed attack fails. 'met?': within 1.5 points of the paper's "
-          "accuracy or Sparsity, 1 point of its Memory, 10% of its vulnerability or Flops; "
-          "'paper: dense': the paper gives a weight-pruned row the dense network's Memory and "
-          "Flops, ours count its non-zero weights; 'ours: N samples': our Flops count the N "
-          "forward passes of one AT BNN prediction, the paper does not say what its x0.50 counts. "
-          "How each row was trained (commands, epochs, wall time): report.md beside this file.",
+          "the standard cascade (cells marked (no FAB-T) ran it without FAB-T); Worst case: an "
+          "example counts as robust only if every listed attack fails. 'met?': within 1.5 points "
+          "of the paper's accuracy or Sparsity, 1 point of its Memory, 10% of its vulnerability "
+          "or Flops; 'paper: dense': the paper gives a weight-pruned row the dense network's "
+          "Memory and Flops, ours count its non-zero weights; 'ours: N samples': our Flops count "
+          "the N forward passes of one AT BNN prediction, the paper does not say what its x0.50 "
+          "counts. How each row was trained (commands, epochs, wall time): report.md beside this "
+          "file.",
           width=100, break_on_hyphens=False)
     title = "MNIST" if dataset == "mnist" else "CIFAR-10"
     print(f"# {title}: the reproduction beside the paper's table\n\n{legend}\n")
